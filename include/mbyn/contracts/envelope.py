@@ -1,0 +1,98 @@
+"""Build, encode, decode and validate envelopes against the topic catalog's JSON Schemas.
+
+Validation is strict (``additionalProperties: false``) so that a typo in a producer is an error at the
+producer, not a surprise in the warehouse.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, TypedDict
+
+from jsonschema import Draft202012Validator
+
+from mbyn.catalog import load_catalog
+from mbyn.errors import ContractError
+
+#: Largest value a producer may send, and larger than anything a consumer accepts as valid.
+MAX_VALUE_BYTES = 512 * 1024
+
+
+class Envelope(TypedDict, total=False):
+    event_id: str
+    event_type: str
+    schema_version: int
+    event_time: str
+    source: str
+    trace_id: str
+    payload: dict[str, Any]
+
+
+def utc_now_iso() -> str:
+    """The current time as an ISO-8601 UTC string with milliseconds (the envelope's time format)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_envelope(
+    event_type: str,
+    payload: dict[str, Any],
+    source: str,
+    *,
+    event_id: str | None = None,
+    event_time: str | None = None,
+    trace_id: str | None = None,
+) -> Envelope:
+    """Wrap a payload. ``event_id`` defaults to a random UUID; pass a deterministic one to de-duplicate."""
+    env: Envelope = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": load_catalog().schema_version,
+        "event_time": event_time or utc_now_iso(),
+        "source": source,
+        "payload": payload,
+    }
+    if trace_id:
+        env["trace_id"] = trace_id
+    return env
+
+
+@lru_cache(maxsize=64)
+def _validator(topic: str) -> Draft202012Validator | None:
+    schema = load_catalog().value_schema(topic)
+    return None if schema is None else Draft202012Validator(schema)
+
+
+def validate(topic: str, value: Any) -> None:
+    """Raise ContractError listing every violation of ``topic``'s schema (logical topic name)."""
+    validator = _validator(topic)
+    if validator is None:
+        return
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        details = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5])
+        raise ContractError(f"{topic}: {details}")
+
+
+def encode(value: Any) -> bytes:
+    """Compact UTF-8 JSON, refusing values over MAX_VALUE_BYTES."""
+    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(data) > MAX_VALUE_BYTES:
+        raise ContractError(f"value is {len(data)} bytes; the limit is {MAX_VALUE_BYTES}")
+    return data
+
+
+def decode(data: bytes | None) -> Any:
+    """Parse a message value; ContractError if it is missing, oversize, not UTF-8 or not JSON."""
+    if data is None:
+        raise ContractError("value is null")
+    if len(data) > MAX_VALUE_BYTES:
+        raise ContractError(f"value is {len(data)} bytes; the limit is {MAX_VALUE_BYTES}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"value is not UTF-8: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"value is not JSON: {exc}") from None

@@ -1,0 +1,1 @@
+"""Kafka plumbing: the local cluster, topic administration, producer and consumer runtimes."""

@@ -1,0 +1,95 @@
+"""Make the cluster match the topic catalog: create missing topics, raise partition counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mbyn.catalog import Catalog, Topic, load_catalog
+from mbyn.errors import BrokerUnavailableError, MbynError
+from mbyn.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    topic: str
+    action: str  # created | partitions-raised | unchanged
+    detail: str = ""
+
+
+def admin_client(settings: Settings | None = None, timeout_s: float = 30.0) -> AdminClient:
+    """An AdminClient for the configured cluster that has answered a metadata request."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    settings = settings or get_settings()
+    client = AdminClient({"bootstrap.servers": settings.bootstrap(), "socket.timeout.ms": 10000})
+    try:
+        client.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"no broker answered at {settings.bootstrap()} within {timeout_s:.0f}s: {exc}") from None
+    return client
+
+
+def broker_count(client: AdminClient) -> int:
+    return len(client.list_topics(timeout=10).brokers)
+
+
+def replication_for(topic: Topic, brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication factor and min.insync.replicas: the catalog's, or 3/2 on three brokers, 1/1 on one."""
+    rf = topic.replication or (3 if brokers >= 3 else 1)
+    rf = min(rf, brokers)
+    extra = {"min.insync.replicas": "2"} if rf >= 3 else {"min.insync.replicas": "1"}
+    return rf, extra
+
+
+def apply_topics(settings: Settings | None = None, catalog: Catalog | None = None,
+                 names: list[str] | None = None) -> list[TopicChange]:
+    """Create missing catalog topics and raise partition counts; never lowers or deletes anything."""
+    from confluent_kafka.admin import NewPartitions, NewTopic
+
+    settings = settings or get_settings()
+    catalog = catalog or load_catalog()
+    client = admin_client(settings)
+    brokers = broker_count(client)
+    existing = client.list_topics(timeout=10).topics
+    wanted = [catalog.get(n) for n in names] if names else list(catalog.topics.values())
+    changes: list[TopicChange] = []
+    to_create = []
+    to_grow = []
+    for topic in wanted:
+        name = settings.topic_prefix + topic.name
+        meta = existing.get(name)
+        if meta is None:
+            rf, extra = replication_for(topic, brokers)
+            to_create.append(NewTopic(name, num_partitions=topic.partitions, replication_factor=rf,
+                                      config={**extra, **topic.config}))
+            changes.append(TopicChange(name, "created", f"{topic.partitions} partitions, replication {rf}"))
+        elif len(meta.partitions) < topic.partitions:
+            to_grow.append(NewPartitions(name, topic.partitions))
+            changes.append(TopicChange(name, "partitions-raised", f"{len(meta.partitions)} → {topic.partitions}"))
+        else:
+            changes.append(TopicChange(name, "unchanged", f"{len(meta.partitions)} partitions"))
+    failures = []
+    for futures in (client.create_topics(to_create, operation_timeout=30) if to_create else {},
+                    client.create_partitions(to_grow, operation_timeout=30) if to_grow else {}):
+        for name, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - KafkaException carries the broker's reason
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    continue  # a concurrent apply won the race; the result is the same
+                failures.append(f"{name}: {exc}")
+    if failures:
+        raise MbynError("topic changes failed:\n  " + "\n  ".join(failures))
+    return changes
+
+
+def delete_topics(names: list[str], settings: Settings | None = None) -> None:
+    """Delete physical topics (tests and `mbyn topics delete`)."""
+    client = admin_client(settings)
+    for future in client.delete_topics(names, operation_timeout=30).values():
+        future.result()

@@ -1,0 +1,195 @@
+"""The producer runtime every Python producer uses: validate → encode → send, flush per batch.
+
+* Idempotent, ``acks=all``, lz4-compressed, batched with ``linger.ms`` — safe and fast defaults.
+* ``send`` never blocks on the network: it serves delivery callbacks with ``poll(0)`` and only waits
+  when librdkafka's queue is full. ``flush`` is called at the end of every batch and on exit, never
+  per message.
+* An invalid record (``ContractError``) is counted and logged with its reason, never sent and never
+  silently dropped; ``invalid`` in the counters says how many.
+* Batch producers call ``flush_or_raise`` before they advance their own state (watermarks, file
+  hashes), so a crash re-sends rather than loses — and deterministic event ids make that re-send a no-op
+  downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mbyn.catalog import load_catalog
+from mbyn.contracts.envelope import encode, validate
+from mbyn.errors import BrokerUnavailableError, ContractError, MbynError
+from mbyn.runtime import StopFlag, backoff_delays
+from mbyn.settings import Settings, get_settings
+
+log = logging.getLogger("mbyn.producer")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 20,
+    "batch.size": 512 * 1024,
+    "queue.buffering.max.messages": 200_000,
+    "message.timeout.ms": 120_000,
+}
+
+
+class DeliveryError(MbynError):
+    """Some records of a batch were not acknowledged by the broker; the batch must be re-sent."""
+
+
+@dataclass
+class ProducerCounters:
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    invalid: int = 0
+    invalid_reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"sent": self.sent, "delivered": self.delivered, "failed": self.failed, "invalid": self.invalid}
+
+    def line(self) -> str:
+        return f"sent={self.sent} delivered={self.delivered} failed={self.failed} invalid={self.invalid}"
+
+
+def wait_for_broker(settings: Settings, who: str, max_wait_s: float = 300.0, stop: StopFlag | None = None) -> None:
+    """Block until a broker answers, with back-off and one log line per attempt (no traceback flood)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    client = AdminClient({"bootstrap.servers": settings.bootstrap(), "logger": _QuietLogger()})
+    deadline = time.monotonic() + max_wait_s
+    for attempt, delay in enumerate(backoff_delays(), start=1):
+        try:
+            client.list_topics(timeout=5)
+            if attempt > 1:
+                log.info("%s: broker %s is reachable now", who, settings.bootstrap())
+            return
+        except KafkaException:
+            pass
+        if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
+            raise BrokerUnavailableError(
+                f"{who}: no Kafka broker at {settings.bootstrap()} after {max_wait_s:.0f}s "
+                "(start one with `mbyn kafka up` or set MBYN_BOOTSTRAP_SERVERS)")
+        log.warning("%s: broker %s unreachable (attempt %d), retrying in %.1fs", who, settings.bootstrap(), attempt, delay)
+        if stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)
+
+
+class _QuietLogger(logging.Logger):
+    """Receives librdkafka's own log lines and keeps only warnings worth a human's attention."""
+
+    def __init__(self) -> None:
+        super().__init__("mbyn.librdkafka", logging.ERROR)
+
+
+class TopicProducer:
+    """Send envelopes to catalog topics; count deliveries; flush per batch.
+
+    ``source`` names the producer (header ``source``); topics are logical catalog names and get the
+    configured prefix. Pass ``config`` to override librdkafka settings (e.g. ``transactional.id``).
+    """
+
+    def __init__(self, source: str, settings: Settings | None = None, config: Mapping[str, Any] | None = None) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings or get_settings()
+        self.source = source
+        self.counters = ProducerCounters()
+        self._batch_failed = 0
+        self._last_error = ""
+        conf = {**PRODUCER_DEFAULTS, "bootstrap.servers": self.settings.bootstrap(),
+                "client.id": f"mbyn-{source}", "error_cb": self._on_error, "logger": _QuietLogger(),
+                **(config or {})}
+        self._producer = Producer(conf)
+        self._catalog = load_catalog()
+        self._last_error_log = 0.0
+
+    # librdkafka callbacks ----------------------------------------------------------------------
+
+    def _on_error(self, err: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 10:  # one line per 10 s, not one per retry
+            self._last_error_log = now
+            log.warning("%s: kafka: %s", self.source, err.str())
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.counters.delivered += 1
+        else:
+            self.counters.failed += 1
+            self._batch_failed += 1
+            self._last_error = err.str()
+
+    # API ---------------------------------------------------------------------------------------
+
+    @property
+    def raw(self) -> Any:
+        """The underlying confluent_kafka.Producer (transactions, metrics)."""
+        return self._producer
+
+    def send(self, topic: str, value: Mapping[str, Any] | None, key: str | None = None,
+             headers: Mapping[str, str] | None = None, *, validated: bool = False) -> bool:
+        """Validate and enqueue one envelope (``value=None`` sends a tombstone). Returns False if invalid."""
+        entry = self._catalog.get(topic)
+        try:
+            if value is not None:
+                if not validated:
+                    validate(topic, value)
+                data: bytes | None = encode(value)
+            else:
+                if not entry.compacted:
+                    raise ContractError(f"{topic}: tombstones are only allowed on compacted topics")
+                if key is None:
+                    raise ContractError(f"{topic}: a tombstone needs a key")
+                data = None
+        except ContractError as exc:
+            self.counters.invalid += 1
+            if len(self.counters.invalid_reasons) < 20:
+                self.counters.invalid_reasons.append(str(exc))
+            log.warning("%s: invalid record not sent: %s", self.source, exc)
+            return False
+        trace = (value or {}).get("trace_id") or (value or {}).get("event_id") or str(uuid.uuid4())
+        hdrs = [("source", self.source.encode()), ("trace_id", str(trace).encode())]
+        if headers:
+            hdrs += [(k, v.encode()) for k, v in headers.items()]
+        self.send_raw(entry.physical, data, key.encode() if key is not None else None, hdrs)
+        return True
+
+    def send_raw(self, physical_topic: str, value: bytes | None, key: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Enqueue bytes as they are (no validation): dead-letter routing and replays."""
+        while True:
+            try:
+                self._producer.produce(physical_topic, value=value, key=key, headers=headers,
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # queue full: serve callbacks, then try again
+        self.counters.sent += 1
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still in flight."""
+        return int(self._producer.flush(timeout))
+
+    def flush_or_raise(self, timeout: float = 120.0) -> None:
+        """Flush and raise DeliveryError if any record since the previous call was not acknowledged."""
+        remaining = self.flush(timeout)
+        failed, self._batch_failed = self._batch_failed, 0
+        if remaining or failed:
+            raise DeliveryError(f"{self.source}: {failed} record(s) failed and {remaining} still in flight "
+                                f"after {timeout:.0f}s (last error: {self._last_error or 'timeout'})")
+
+    def close(self, timeout: float = 30.0) -> None:
+        remaining = self.flush(timeout)
+        if remaining:
+            log.error("%s: %d record(s) not delivered at close", self.source, remaining)

@@ -1,0 +1,147 @@
+"""Clickstream + orders generator (Python, Faker): an endless, lazy, reproducible online shop.
+
+``shop_events(seed)`` is a generator: it keeps a fixed pool of concurrent browsing sessions (default
+64) and nothing else, so memory stays flat however many records it yields. Each step advances one
+session — page views, cart adds/removes, and at checkout an ``order_placed`` event whose amount is the
+cart priced in the customer's currency. Same seed → same sequence of ids, keys and payloads (event
+times are wall-clock).
+
+``--invalid-ratio`` replaces that fraction of records with deliberately malformed bytes (not JSON,
+truncated, wrong types, missing fields), sent unvalidated to exercise the dead-letter path; they are
+counted as ``poison`` in the summary.
+
+Keys: clickstream by ``session_id`` (a session's clicks stay ordered), orders by ``order_id``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mbyn.contracts.envelope import make_envelope
+from mbyn.settings import Settings
+from mbyn.sources import shop
+from mbyn.sources.base import Outgoing, run_stream_cli
+
+SOURCE = "clickstream-generator"
+DEVICES = ("desktop", "mobile", "tablet")
+DEVICE_WEIGHTS = (5, 8, 1)
+
+
+@dataclass
+class _Session:
+    session_id: str
+    customer_id: str
+    country: str
+    currency: str
+    device: str
+    cart: list[tuple[str, int]] = field(default_factory=list)
+    steps: int = 0
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _new_session(rng: random.Random) -> _Session:
+    customer = shop.customer_id(rng.randint(1, shop.CUSTOMERS))
+    # Most shoppers browse from home; some travel.
+    country = shop.home_country(customer) if rng.random() < 0.9 else rng.choices(
+        list(shop.COUNTRIES), weights=shop.COUNTRY_WEIGHTS)[0]
+    return _Session(_uuid(rng), customer, country, shop.COUNTRIES[country],
+                    rng.choices(DEVICES, weights=DEVICE_WEIGHTS)[0])
+
+
+def _poison(rng: random.Random, good: Outgoing) -> Outgoing:
+    """A deliberately broken variant of ``good`` (same topic and key)."""
+    text = json.dumps(good.value)
+    kind = rng.randrange(4)
+    if kind == 0:
+        raw = b"this is not json"
+    elif kind == 1:
+        raw = text[: max(1, len(text) // 2)].encode()
+    elif kind == 2:
+        broken = json.loads(text)
+        broken["payload"].pop(next(iter(broken["payload"])))
+        raw = json.dumps(broken).encode()
+    else:
+        broken = json.loads(text)
+        broken["schema_version"] = "one"
+        raw = json.dumps(broken).encode()
+    return Outgoing(good.topic, good.key, raw=raw)
+
+
+def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: float = 0.0) -> Iterator[Outgoing]:
+    """Yield clickstream and order records forever (bounded memory: ``sessions`` live sessions)."""
+    from faker import Faker
+
+    rng = random.Random(seed)
+    fake = Faker()
+    fake.seed_instance(seed)
+    pool = [_new_session(rng) for _ in range(sessions)]
+
+    def click(s: _Session, event_type: str, page: str, sku: str | None = None) -> Outgoing:
+        payload: dict[str, Any] = {"session_id": s.session_id, "customer_id": s.customer_id, "page": page,
+                                   "country": s.country, "device": s.device}
+        if sku is not None:
+            payload["sku"] = sku
+            payload["category"] = shop.category_of(sku)
+        env = make_envelope(event_type, payload, SOURCE, event_id=_uuid(rng), trace_id=s.session_id)
+        return Outgoing("clickstream", s.session_id, dict(env))
+
+    while True:
+        slot = rng.randrange(sessions)
+        s = pool[slot]
+        s.steps += 1
+        roll = rng.random()
+        record: Outgoing
+        if s.steps > 30 or (s.steps > 3 and roll < 0.04):  # abandoned
+            pool[slot] = _new_session(rng)
+            continue
+        if s.cart and roll < 0.12:  # checkout → order
+            order_id = f"O-{_uuid(rng)[:18]}"
+            items = [{"sku": k, "category": shop.category_of(k), "quantity": q,
+                      "unit_price": shop.price_in(k, s.currency)} for k, q in s.cart]
+            amount = round(sum(i["unit_price"] * i["quantity"] for i in items), 2)  # type: ignore[operator]
+            yield click(s, "checkout", "/checkout")
+            payload = {"order_id": order_id, "customer_id": s.customer_id, "session_id": s.session_id,
+                       "country": s.country, "currency": s.currency, "items": items, "amount": amount}
+            env = make_envelope("order_placed", payload, SOURCE, event_id=_uuid(rng), trace_id=s.session_id)
+            record = Outgoing("orders", order_id, dict(env))
+            pool[slot] = _new_session(rng)
+        elif roll < 0.35 and len(s.cart) < 10:
+            sku = shop.sku(rng.randint(1, shop.SKUS))
+            s.cart.append((sku, rng.choices((1, 2, 3), weights=(8, 2, 1))[0]))
+            record = click(s, "add_to_cart", f"/product/{sku}", sku)
+        elif s.cart and roll < 0.40:
+            sku, _ = s.cart.pop(rng.randrange(len(s.cart)))
+            record = click(s, "remove_from_cart", "/cart", sku)
+        elif roll < 0.55:
+            record = click(s, "page_view", f"/search?q={fake.word()}")
+        else:
+            sku = shop.sku(rng.randint(1, shop.SKUS))
+            record = click(s, "page_view", f"/product/{sku}", sku)
+        if invalid_ratio and rng.random() < invalid_ratio:
+            record = _poison(rng, record)
+        yield record
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=None, help="reproducible sequence (default: random)")
+    parser.add_argument("--sessions", type=int, default=64, help="concurrent browsing sessions (memory bound)")
+    parser.add_argument("--invalid-ratio", type=float, default=0.0,
+                        help="fraction 0..1 of records replaced by malformed bytes (dead-letter testing)")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    if not 0.0 <= args.invalid_ratio <= 1.0:
+        raise SystemExit("mbyn: --invalid-ratio must be between 0 and 1")
+    if args.sessions < 1:
+        raise SystemExit("mbyn: --sessions must be at least 1")
+    events = shop_events(args.seed, sessions=args.sessions, invalid_ratio=args.invalid_ratio)
+    return run_stream_cli(SOURCE, events, settings, args)
