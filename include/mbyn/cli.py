@@ -66,6 +66,13 @@ def _topics_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(settings: Settings, args: argparse.Namespace) -> int:
+    from mbyn.build import build_all
+
+    build_all(settings, only=args.only or None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mbyn", description="mbyn — an M×N Kafka pipeline on one laptop.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_topics_apply)
     p = topics.add_parser("list", help="print the catalog")
     p.set_defaults(handler=_topics_list)
+
+    p = sub.add_parser("build", help="resolve Kafka jars, build the Java and Go producers (idempotent)")
+    p.add_argument("only", nargs="*", help="only these build steps")
+    p.set_defaults(handler=_build)
 
     for register in _EXTENSIONS:
         register(sub)

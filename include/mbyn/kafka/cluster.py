@@ -381,3 +381,9 @@ def restart_node(settings: Settings, node_id: int, timeout: float = START_TIMEOU
     state.save(settings.cluster_file)
     wait_ready(settings, [node], {node_id: proc}, timeout)
     return proc.pid
+
+
+def build(settings: Settings) -> str:
+    """``mbyn build`` step: resolve the Kafka jars."""
+    lib = ensure_jars(settings)
+    return f"{len(list(lib.glob('*.jar')))} jars in {lib}"

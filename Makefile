@@ -1,0 +1,59 @@
+# mbyn — two commands: `make run` and `make test`. Each installs what it needs first (idempotent).
+# `make help` lists every target.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK_SHA := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+PY_STAMP := $(VENV)/.installed-$(LOCK_SHA)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help deps system-deps python-deps build run stop test test-unit lint bench status clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+system-deps: ## install missing Debian packages (JDK, Maven, PostgreSQL, kcat, Chromium)
+	@bash scripts/install-system-deps.sh
+
+$(PY_STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || { echo "==> creating virtual environment $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> installing pinned Python packages from requirements.lock (about a minute the first time)"
+	@$(BIN)/pip install --disable-pip-version-check -q --progress-bar on -r requirements.lock
+	@$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+python-deps: $(PY_STAMP) ## create .venv and install requirements.lock + mbyn (editable)
+
+build: python-deps ## resolve the Kafka jars and build the Java and Go producers
+	@$(BIN)/mbyn build
+
+deps: system-deps python-deps build ## everything `make run` and `make test` need
+
+run: deps ## start the whole pipeline on embedded defaults (Ctrl-C stops everything)
+	@$(BIN)/mbyn up $(RUN_ARGS)
+
+stop: ## stop a pipeline left running in the background
+	@$(BIN)/mbyn down
+
+status: ## reconciliation: offsets, lag, warehouse rows, verdict
+	@$(BIN)/mbyn status
+
+test: deps ## the whole suite: unit, integration (real Kafka, Postgres, Airflow) and end-to-end
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: python-deps ## only the fast unit tests
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: python-deps ## ruff + mypy
+	@$(BIN)/ruff check include dags plugins tests
+	@$(BIN)/mypy
+
+bench: deps ## benchmarks against Kafka's own perf tools → BENCHMARKS.md
+	@$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean: ## stop everything and delete var/ (broker data, warehouse, reports)
+	-@$(BIN)/mbyn down 2>/dev/null || true
+	rm -rf var

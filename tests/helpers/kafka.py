@@ -1,0 +1,65 @@
+"""Test helpers that read what landed on a topic, independently of the code under test."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+@dataclass
+class Read:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+    def json(self) -> Any:
+        assert self.value is not None
+        return json.loads(self.value)
+
+
+def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0, expect: int | None = None,
+             isolation: str = "read_committed") -> list[Read]:
+    """Read a physical topic from the beginning to its current end offsets (or ``expect`` records)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": isolation})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
+        ends = {}
+        for tp in parts:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            ends[tp.partition] = high
+            tp.offset = low
+        consumer.assign(parts)
+        out: list[Read] = []
+        deadline = time.monotonic() + timeout
+        done = {p for p, high in ends.items() if high == 0}
+        while time.monotonic() < deadline:
+            if expect is not None and len(out) >= expect:
+                break
+            if expect is None and len(done) == len(ends):
+                break
+            msg = consumer.poll(0.5)
+            if msg is None:
+                if expect is None:
+                    # transactional markers occupy offsets: re-check positions
+                    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                        if tp.offset >= ends[tp.partition]:
+                            done.add(tp.partition)
+                continue
+            if msg.error():
+                continue
+            out.append(Read(msg.key(), msg.value(), dict(msg.headers() or []), msg.partition(), msg.offset()))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done.add(msg.partition())
+        return out
+    finally:
+        consumer.close()
