@@ -17,6 +17,8 @@ import pytest
 
 from mbyn.settings import PROJECT_ROOT, Settings, get_settings, load_settings
 
+pytest_plugins = ["tests.plugins.postgres", "tests.plugins.airflow"]
+
 
 def free_port_block(size: int) -> int:
     """A base port such that ``base .. base+size-1`` are all free now."""
@@ -60,7 +62,7 @@ def kafka_bootstrap(test_root: Path) -> Iterator[str]:
     settings = load_settings(var_dir=test_root / "broker", kafka_port=free_port_block(1),
                              kafka_controller_port=free_port_block(1), kafka_nodes=1, kafka_heap="512m",
                              kafka_lib_dir=PROJECT_ROOT / "var" / "kafka" / "lib")
-    state = cluster.up(settings)
+    state = cluster.up(settings, die_with_parent=True)
     try:
         yield state.bootstrap_servers
     finally:

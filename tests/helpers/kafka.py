@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 
 @dataclass
@@ -24,6 +24,19 @@ class Read:
         return json.loads(self.value)
 
 
+def _watermarks(consumer: Consumer, tp: TopicPartition, attempts: int = 20) -> tuple[int, int]:
+    """Watermarks, retried: right after topic creation a partition may have no leader yet."""
+    for attempt in range(attempts):
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
 def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0, expect: int | None = None,
              isolation: str = "read_committed") -> list[Read]:
     """Read a physical topic from the beginning to its current end offsets (or ``expect`` records)."""
@@ -35,7 +48,7 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0, expect: int |
         parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
         ends = {}
         for tp in parts:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = _watermarks(consumer, tp)
             ends[tp.partition] = high
             tp.offset = low
         consumer.assign(parts)

@@ -112,8 +112,8 @@ def java_cmd(settings: Settings, main_class: str, *args: str, heap: str | None =
     lib = lib_dir(settings)
     cmd = ["java", f"-Xmx{heap or settings.kafka_heap}", "-Xms64m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"]
-    if logs_dir is not None:
-        cmd.append(f"-Dkafka.logs.dir={logs_dir}")
+    # Always set: log4j2.properties refers to it, and an unset property becomes a literal folder name.
+    cmd.append(f"-Dkafka.logs.dir={logs_dir or settings.logs_dir}")
     cmd += ["-cp", f"{lib}/*", main_class, *args]
     return cmd
 
@@ -219,15 +219,30 @@ def format_storage(settings: Settings, nodes: list[Node], cluster_size: int) -> 
             raise ClusterError(f"formatting node {node.node_id} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
-def start_node(settings: Settings, node: Node) -> subprocess.Popen[bytes]:
-    """Start one node in its own session, output to files under its folder."""
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL us when the thread that started us dies (test brokers)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    os.setsid()
+
+
+def start_node(settings: Settings, node: Node, die_with_parent: bool = False) -> subprocess.Popen[bytes]:
+    """Start one node in its own session, output to files under its folder.
+
+    ``die_with_parent`` ties the node's life to the calling process (test fixtures: no orphan broker
+    even when the test run is killed); the CLI leaves it off so the cluster outlives `mbyn kafka up`.
+    """
     logs = node.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     out = open(node.home / "stdout.log", "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
         return subprocess.Popen(
             java_cmd(settings, "kafka.Kafka", str(node.home / "server.properties"), logs_dir=logs),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=not die_with_parent,
+            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509 - no threads started yet
         )
     finally:
         out.close()
@@ -248,7 +263,8 @@ def running_state(settings: Settings) -> ClusterState | None:
     return None
 
 
-def up(settings: Settings, nodes: int | None = None, timeout: float = START_TIMEOUT_S) -> ClusterState:
+def up(settings: Settings, nodes: int | None = None, timeout: float = START_TIMEOUT_S,
+       die_with_parent: bool = False) -> ClusterState:
     """Start the cluster (idempotent) and return once every broker port accepts connections."""
     size = nodes or settings.kafka_nodes
     if size not in (1, 3):
@@ -272,7 +288,7 @@ def up(settings: Settings, nodes: int | None = None, timeout: float = START_TIME
     format_storage(settings, plan, size)
     procs = {}
     for node in plan:
-        procs[node.node_id] = start_node(settings, node)
+        procs[node.node_id] = start_node(settings, node, die_with_parent)
         log(f"node {node.node_id} started (pid {procs[node.node_id].pid}), logs in {node.home / 'logs'}")
     state = ClusterState(nodes=size, bootstrap_servers=",".join(n.bootstrap for n in plan),
                          pids={str(k): p.pid for k, p in procs.items()})
