@@ -27,9 +27,50 @@ class SourceError(MbynError):
     """A producer's source (API, database, landing folder) failed in a way a retry will not fix."""
 
 
+class StateError(MbynError):
+    """A batch producer's durable state file (under var/state) is unreadable or corrupt."""
+
+
 class BrokerUnavailableError(MbynError):
     """The Kafka broker could not be reached within the configured wait."""
 
 
 class WarehouseError(MbynError):
     """The warehouse could not be reached or written."""
+
+
+class BuildError(MbynError):
+    """A component in another language (Go, Java) could not be built: toolchain missing or compile failed."""
+
+
+class PoisonRecordError(ContractError):
+    """A consumed record can never be processed (not JSON, schema violation, oversize, null key ...).
+
+    ``reason`` is a short machine-readable code (``not_json``, ``schema_violation``, ``oversize``, ``null_key``,
+    ``null_value``, ``unknown_schema_version``, ...) stored with the dead letter; the consumer runtime routes
+    the record to the ``dead-letters`` topic and carries on.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SinkUnavailableError(MbynError):
+    """A sink (warehouse, lake, ...) is temporarily unreachable: the runtime retries the batch, never commits it."""
+
+
+class OrchestratorError(MbynError):
+    """The local Airflow could not be started, reached or stopped."""
+
+
+class PostgresError(MbynError):
+    """The project-started PostgreSQL (`mbyn postgres ...`) could not be initialised, started or stopped."""
+
+
+class PostgresNotInstalledError(PostgresError):
+    """The PostgreSQL server binaries (initdb, pg_ctl) are not installed."""
+
+
+class PortInUseError(MbynError):
+    """A port mbyn wants to listen on is taken by another program; the message names the setting to change."""

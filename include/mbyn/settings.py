@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mbyn.errors import ConfigError
@@ -53,11 +53,66 @@ class Settings(BaseSettings):
         description="Prepended to every catalog topic name (isolates tests or environments on one cluster).",
     )
     security: Literal["open", "scram"] = Field(default="open", description="Broker security mode.")
+    postgres_port: int = Field(
+        default=5433, ge=1024, le=65000,
+        description="TCP port of the project-started PostgreSQL (`mbyn postgres up`, 127.0.0.1 only); "
+                    "5433 so it does not clash with a system PostgreSQL on 5432.",
+    )
+    consumer_session_timeout_s: float = Field(
+        default=45.0, ge=6, le=300,
+        description="Consumer group session timeout (s): how long a crashed consumer keeps its partitions "
+                    "before the group hands them to another copy (broker allows 6..300 by default).",
+    )
+    airflow_log_port: int = Field(
+        default=8793, ge=1024, le=64999,
+        description="Port of the local Airflow worker log server; the triggerer's log server uses the next one.",
+    )
+    airflow_port: int = Field(
+        default=8080, ge=1024, le=65000,
+        description="Port of the local Airflow API server and UI (`mbyn airflow up`); never the log-server ports.",
+    )
+    airflow_password: str = Field(
+        default="admin", min_length=1,
+        description="Password of the `admin` user of the local Airflow (written before it starts).",
+    )
+    fx_url: str = Field(
+        default="https://www.ecb.europa.eu/stats/eurofxref/",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?/$",
+        description="Base URL (http/https, ending in /) of the ECB files eurofxref-daily.xml and eurofxref-hist-90d.xml.",
+    )
+    fx_replay: bool = Field(
+        default=False,
+        description="Serve the recorded ECB responses (include/fixtures/ecb) over local HTTP instead of the ECB.",
+    )
+    fx_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Per-request timeout of the FX poller (s).")
+    fx_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per FX request (5xx, timeouts, refused).")
+    source_db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the shop's OLTP database (customers). Unset: a SQLite file under var/.",
+    )
+    customers_table: str = Field(
+        default="customers",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="Table the customers producer reads: a plain SQL identifier (letters, digits, _).",
+    )
+    landing_min_age_s: float = Field(
+        default=2.0, ge=0, le=3600,
+        description="A landing file is picked up only when unmodified for this many seconds.",
+    )
 
     @field_validator("var_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("airflow_port")
+    @classmethod
+    def _clear_of_log_servers(cls, value: int, info: ValidationInfo) -> int:
+        log_port = info.data.get("airflow_log_port", 8793)
+        if value in (log_port, log_port + 1):
+            raise ValueError(f"{value} is taken by the Airflow log servers ({log_port} and {log_port + 1}); "
+                             "choose another port")
+        return value
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -119,6 +174,10 @@ class Settings(BaseSettings):
     def warehouse(self) -> str:
         """The warehouse database URL (SQLAlchemy form)."""
         return self.warehouse_url or f"sqlite:///{self.var_dir / 'warehouse.db'}"
+
+    def source_db(self) -> str:
+        """The shop's source (OLTP) database URL (SQLAlchemy form)."""
+        return self.source_db_url or f"sqlite:///{self.var_dir / 'shop.db'}"
 
 
 def load_settings(**overrides: object) -> Settings:
