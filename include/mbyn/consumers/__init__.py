@@ -16,5 +16,9 @@ class ConsumerSpec:
 CONSUMERS: dict[str, ConsumerSpec] = {
     spec.name: spec
     for spec in (
+        ConsumerSpec("warehouse-loader", "mbyn.consumers.warehouse_loader",
+                     "raw topics → warehouse tables, exactly once (offsets stored with the rows)"),
+        ConsumerSpec("dead-letters", "mbyn.consumers.dead_letters",
+                     "dead-letters topic → quarantine table, exactly once"),
     )
 }

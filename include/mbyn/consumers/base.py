@@ -1,0 +1,250 @@
+"""``WarehouseConsumer``: the shape of every consumer that writes the warehouse exactly once.
+
+A subclass implements ``write(conn, batch)``; the base class runs it and ``store_offsets`` for the batch's
+``next_offsets`` in ONE database transaction, and on partition assignment seeks to the offsets stored
+there (``commit_mode = "sink"``). A crash before the commit loses nothing (the batch is re-read from the
+stored offsets), a crash after it re-reads nothing — so every row lands once, without relying on the
+Kafka commit. Database outages become SinkUnavailableError, which the runtime retries with back-off.
+
+``TopicTable`` / ``FxRates``: a compacted topic read in full by every copy as an in-memory table (the
+order-enricher and the sales-aggregator both convert amounts to EUR with ``FxRates``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mbyn.errors import StateError
+from mbyn.kafka.consumer import Batch, CommitMode, ConsumerRuntime, PartitionKey, StreamConsumer
+from mbyn.runtime import StopFlag, backoff_delays
+from mbyn.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger("mbyn.consumer")
+
+
+class WarehouseConsumer(StreamConsumer):
+    """A StreamConsumer whose sink is the warehouse and whose offsets live in ``kafka_offsets``."""
+
+    commit_mode: ClassVar[CommitMode] = "sink"
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self._engine = engine
+        self.group_id = settings.topic_prefix + self.name
+        self.rows_written = 0
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the warehouse engine is not open yet")
+        return self._engine
+
+    def open(self, runtime: ConsumerRuntime) -> None:
+        """Create the engine and the schema (idempotent), waiting with back-off while the database is down."""
+        from mbyn.errors import SinkUnavailableError
+        from mbyn.warehouse import init_schema, sink_errors, warehouse_engine
+
+        if self._engine is None:
+            self._engine = warehouse_engine(self.settings)
+        self.group_id = runtime.group_id
+        for attempt, delay in enumerate(backoff_delays(), start=1):
+            try:
+                with sink_errors(f"{self.name}: warehouse {self.engine.url!r}"):
+                    init_schema(self.engine)
+                return
+            except SinkUnavailableError as exc:
+                if runtime.stop.is_set() or attempt >= 12:
+                    raise
+                log.warning("%s (attempt %d), retrying in %.1fs", exc, attempt, delay)
+                runtime.stop.wait(delay)
+
+    def on_assign(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> Mapping[PartitionKey, int]:
+        """Start where the warehouse says this group stopped; unknown partitions start from the earliest."""
+        from mbyn.errors import SinkUnavailableError
+        from mbyn.warehouse import load_offsets, sink_errors
+
+        for attempt, delay in enumerate(backoff_delays(), start=1):
+            try:
+                with sink_errors(f"{self.name}: reading stored offsets"), self.engine.begin() as conn:
+                    return load_offsets(conn, self.group_id, partitions)
+            except SinkUnavailableError as exc:
+                # Inside a rebalance callback: we cannot skip the seek, so wait (bounded by the stop flag).
+                if runtime.stop.is_set() or attempt >= 12:
+                    raise
+                log.warning("%s (attempt %d), retrying in %.1fs", exc, attempt, delay)
+                runtime.stop.wait(delay)
+        raise AssertionError("unreachable")
+
+    def process_batch(self, batch: Batch) -> None:
+        """``write`` + stored offsets in one transaction."""
+        from mbyn.warehouse import sink_errors, store_offsets
+
+        with sink_errors(f"{self.name}: warehouse"), self.engine.begin() as conn:
+            written = self.write(conn, batch) if batch.records else 0
+            store_offsets(conn, self.group_id, batch.next_offsets)
+        self.rows_written += written
+
+    def write(self, conn: Connection, batch: Batch) -> int:
+        """Write the batch's rows with ``conn`` (inside the transaction); return how many rows were sent."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows_written": self.rows_written}
+
+
+# Compacted topics read as tables -------------------------------------------------------------------
+
+class TopicTable:
+    """A compacted catalog topic held in memory as ``key → value``, read by every copy in full.
+
+    Unlike a subscription, the table *assigns* all partitions of the topic to itself (no group, no
+    commits), so each copy of a consumer sees every key — the Kafka Streams "global table" shape.
+    ``open`` reads from the beginning up to the end offsets seen at start (read_committed), so the table
+    is complete before the first batch; ``refresh`` picks up later changes without blocking. A tombstone
+    removes the key; a record that does not decode (poison) is logged and skipped, because the table's
+    owner (the producer) dead-letters nothing and the warehouse-loader quarantines it anyway.
+    Subclasses turn the envelope into the stored value with ``to_value``.
+    """
+
+    topic: ClassVar[str] = ""
+
+    def __init__(self, settings: Settings, who: str) -> None:
+        self.settings = settings
+        self.who = who
+        self.rows: dict[str, Any] = {}
+        self.updates = 0
+        self.skipped = 0
+        self._consumer: Any = None
+        self._physical = ""
+
+    def to_value(self, envelope: dict[str, Any]) -> Any:
+        """What to store for an envelope (default: the payload)."""
+        return envelope["payload"]
+
+    def open(self, stop: StopFlag | None = None, timeout: float = 60.0) -> None:
+        """Assign every partition from the beginning and read up to the current end offsets."""
+        import uuid
+
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from mbyn.catalog import load_catalog
+
+        physical = self._physical = load_catalog().get(self.topic).physical
+        self._consumer = Consumer({
+            "bootstrap.servers": self.settings.bootstrap(),
+            # Required by librdkafka even though the table never joins a group or commits.
+            "group.id": f"{self.settings.topic_prefix}{self.who}-table-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "isolation.level": "read_committed", "client.id": f"mbyn-{self.who}-table",
+        })
+        meta = self._consumer.list_topics(physical, timeout=10).topics.get(physical)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise StateError(f"{self.who}: topic {physical} does not exist; run `mbyn topics apply` first")
+        parts = [TopicPartition(physical, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+        ends = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        self._consumer.assign(parts)
+        deadline = time.monotonic() + timeout
+        while any(self._position(p) < end for p, end in ends.items()):
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                raise StateError(f"{self.who}: could not read {physical} to its end within {timeout:.0f}s")
+            self.refresh(0.5)
+        log.info("%s: table %s loaded (%d keys)", self.who, physical, len(self.rows))
+
+    def _position(self, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        [tp] = self._consumer.position([TopicPartition(self._physical, partition)])
+        return int(tp.offset) if tp.offset >= 0 else 0
+
+    def refresh(self, timeout: float = 0.0) -> int:
+        """Apply the changes available now (waiting up to ``timeout`` for the first); returns how many."""
+        from mbyn.errors import ContractError
+        from mbyn.kafka.consumer import Record, decode_envelope
+
+        if self._consumer is None:
+            raise RuntimeError(f"{self.who}: table {self.topic} is not open")
+        applied = 0
+        for msg in self._consumer.consume(500, timeout):
+            if msg.error() is not None:
+                continue  # partition EOF and transient errors; librdkafka retries by itself
+            record = Record(self.topic, msg.topic() or "", int(msg.partition() or 0), int(msg.offset() or 0),
+                            msg.key(), msg.value(), [], None)
+            try:
+                envelope = decode_envelope(record)
+            except ContractError as exc:
+                self.skipped += 1
+                log.warning("%s: skipped a bad %s record at %d@%d: %s", self.who, self.topic, record.partition,
+                            record.offset, exc)
+                continue
+            if envelope is None:
+                self.rows.pop(record.key_str or "", None)
+            else:
+                self.rows[record.key_str or ""] = self.to_value(envelope)
+            applied += 1
+        self.updates += applied
+        return applied
+
+    def get(self, key: str) -> Any:
+        return self.rows.get(key)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class FxRates(TopicTable):
+    """The ``fx-rates`` table: currency → (rate per EUR, rate date); EUR is always (1.0, None).
+
+    ``rate(currency)`` waits for a currency that has no rate yet — polling the topic — for at most
+    ``max_wait_s`` counted from the first time that currency was asked for, then raises
+    PoisonRecordError (reason ``no_fx_rate``) so the runtime dead-letters the record instead of emitting a
+    made-up amount. Once a currency has timed out, later records in it fail at once until a rate arrives
+    (one wait per currency, not one per record).
+    """
+
+    topic: ClassVar[str] = "fx-rates"
+
+    def __init__(self, settings: Settings, who: str, max_wait_s: float = 30.0) -> None:
+        super().__init__(settings, who)
+        self.max_wait_s = max_wait_s
+        self._missing_since: dict[str, float] = {}
+        self.waits = 0
+
+    def to_value(self, envelope: dict[str, Any]) -> tuple[float, str]:
+        p = envelope["payload"]
+        return float(p["rate_per_eur"]), str(p["rate_date"])
+
+    def rate(self, currency: str, stop: StopFlag | None = None) -> tuple[float, str | None]:
+        """(units of ``currency`` per EUR, rate date) — waiting a bounded time for a missing currency."""
+        from mbyn.errors import PoisonRecordError
+
+        if currency == "EUR":
+            return 1.0, None
+        found = self.rows.get(currency)
+        if found is None:
+            first = self._missing_since.setdefault(currency, time.monotonic())
+            if time.monotonic() - first < self.max_wait_s:
+                self.waits += 1
+                log.info("%s: no %s rate yet; waiting up to %.0fs", self.who, currency,
+                         self.max_wait_s - (time.monotonic() - first))
+            while found is None and time.monotonic() - first < self.max_wait_s:
+                if stop is not None and stop.is_set():
+                    break
+                self.refresh(0.5)
+                found = self.rows.get(currency)
+        if found is None:
+            raise PoisonRecordError("no_fx_rate", f"no {currency} rate on {self.topic} after waiting "
+                                    f"{self.max_wait_s:.0f}s; the record cannot be converted to EUR")
+        self._missing_since.pop(currency, None)
+        return found  # type: ignore[no-any-return]

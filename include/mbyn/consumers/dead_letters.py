@@ -1,0 +1,216 @@
+"""dead-letters: the ``dead-letters`` topic → the ``quarantine`` table, exactly once; replay and listing.
+
+Every consumer on the runtime sends a record it cannot process to ``dead-letters`` with the original key,
+value bytes and headers plus ``dlq.*`` headers (reason, error class/message, original topic, partition,
+offset, timestamp, consumer group). This consumer stores each one as a quarantine row — rows and
+offsets in one transaction, like the warehouse-loader — and ``(consumer_group, topic, partition, offset)``
+is unique, so a record dead-lettered twice (its consumer crashed before moving on) is quarantined once.
+A dead letter without ``dlq.*`` headers (written by another tool) is kept with reason ``unknown``.
+
+``mbyn dlq list`` counts quarantined records by topic and reason; ``mbyn dlq replay [--topic T]
+[--since ISO-TS]`` re-publishes records not yet replayed to their original topic with their original key
+and headers (plus ``mbyn.replay_of``) and marks them replayed — after the broker acknowledged them, so a
+crash mid-replay re-sends rather than loses (the loaders' upserts make a re-send harmless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mbyn.consumers.base import WarehouseConsumer
+from mbyn.kafka.consumer import (
+    DEAD_LETTER_TOPIC,
+    Batch,
+    Record,
+    add_consumer_arguments,
+    decode_headers,
+    encode_headers,
+    run_consumer_cli,
+)
+from mbyn.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+log = logging.getLogger("mbyn.consumer")
+
+NAME = "dead-letters"
+
+
+class DeadLetterSink(WarehouseConsumer):
+    """dead-letters → quarantine (value bytes kept exactly; text too when it is UTF-8)."""
+
+    name: ClassVar[str] = NAME
+    topics: ClassVar[tuple[str, ...]] = (DEAD_LETTER_TOPIC,)
+    batch_size: int = 1000
+    poison_errors: ClassVar[tuple[type[BaseException], ...]] = ()  # nothing here may loop back to dead-letters
+
+    def decode(self, record: Record) -> Any:
+        """Dead letters are raw bytes by design: nothing to decode or validate."""
+        return None
+
+    def write(self, conn: Connection, batch: Batch) -> int:
+        from mbyn.warehouse import schema, upsert, utc_now
+
+        now = utc_now()
+        rows = [quarantine_row(r, now) for r in batch.records]
+        keyed = [r for r in rows if r["topic"] is not None]
+        unkeyed = [r for r in rows if r["topic"] is None]
+        count = upsert(conn, schema.quarantine, keyed, ["consumer_group", "topic", "partition", "offset"], update=[])
+        if unkeyed:
+            conn.execute(schema.quarantine.insert(), unkeyed)
+        return count + len(unkeyed)
+
+
+def quarantine_row(record: Record, now: datetime) -> dict[str, Any]:
+    """One quarantine row from a dead letter: original coordinates from the ``dlq.*`` headers."""
+
+    def number(name: str) -> int | None:
+        text = record.header(name)
+        return int(text) if text and text.lstrip("-").isdigit() else None
+
+    timestamp_ms = number("dlq.timestamp")
+    text: str | None = None
+    if record.value is not None:
+        try:
+            text = record.value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    topic = record.header("dlq.topic")
+    return {
+        "topic": topic,
+        "partition": number("dlq.partition"),
+        "offset": number("dlq.offset"),
+        "key": record.key,
+        "value": record.value,
+        "value_text": text,
+        "headers": encode_headers([(k, v) for k, v in record.headers if not k.startswith("dlq.")]),
+        "reason": record.header("dlq.reason") or "unknown",
+        "error_class": record.header("dlq.error_class"),
+        "error_message": record.header("dlq.error_message"),
+        "consumer_group": record.header("dlq.consumer_group"),
+        "original_timestamp": (datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+                               if timestamp_ms is not None else None),
+        "quarantined_at": now,
+    }
+
+
+# Commands -----------------------------------------------------------------------------------------
+
+def quarantine_counts(settings: Settings) -> list[tuple[str, str, int, int]]:
+    """(topic, reason, quarantined, replayed) for every topic/reason pair, most frequent first."""
+    from sqlalchemy import func, select
+
+    from mbyn.warehouse import init_schema, schema, warehouse_engine
+
+    q = schema.quarantine
+    engine = warehouse_engine(settings)
+    try:
+        init_schema(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(func.coalesce(q.c.topic, "?"), q.c.reason, func.count(), func.count(q.c.replayed_at))
+                .group_by(q.c.topic, q.c.reason).order_by(func.count().desc())).all()
+    finally:
+        engine.dispose()
+    return [(str(t), str(r), int(n), int(m)) for t, r, n, m in rows]
+
+
+def replay(settings: Settings, topic: str | None = None, since: datetime | None = None,
+           chunk: int = 1000) -> int:
+    """Re-publish quarantined, not-yet-replayed records to their original topic; returns how many.
+
+    ``topic`` is a logical catalog name or a physical topic. Records are sent in chunks; a chunk is marked
+    replayed only after ``flush_or_raise`` — a failure leaves it unmarked, to be replayed again.
+    """
+    from sqlalchemy import select, update
+
+    from mbyn.kafka.producer import TopicProducer, wait_for_broker
+    from mbyn.warehouse import init_schema, schema, utc_now, warehouse_engine
+
+    q = schema.quarantine
+    physical = None
+    if topic is not None:
+        physical = topic if topic.startswith(settings.topic_prefix) and settings.topic_prefix else \
+            settings.topic_prefix + topic
+    condition = q.c.replayed_at.is_(None) & q.c.topic.is_not(None)
+    if physical is not None:
+        condition &= q.c.topic == physical
+    if since is not None:
+        condition &= q.c.quarantined_at >= since
+    wait_for_broker(settings, "dlq-replay")
+    engine = warehouse_engine(settings)
+    producer = TopicProducer("dlq-replay", settings)
+    total = 0
+    last_id = 0
+    try:
+        init_schema(engine)
+        while True:
+            with engine.connect() as conn:
+                rows = conn.execute(select(q.c.id, q.c.topic, q.c.key, q.c.value, q.c.headers)
+                                    .where(condition & (q.c.id > last_id)).order_by(q.c.id).limit(chunk)).all()
+            if not rows:
+                break
+            for row in rows:
+                headers = [(k, v) for k, v in decode_headers(row.headers) if k != "mbyn.replay_of"]
+                headers.append(("mbyn.replay_of", str(row.id).encode()))
+                producer.send_raw(row.topic, row.value, row.key, headers)  # type: ignore[arg-type]
+            producer.flush_or_raise()
+            ids = [row.id for row in rows]
+            with engine.begin() as conn:
+                conn.execute(update(q).where(q.c.id.in_(ids)).values(replayed_at=utc_now()))
+            total += len(rows)
+            last_id = ids[-1]
+            log.info("dlq replay: %d record(s) re-published", total)
+    finally:
+        producer.close()
+        engine.dispose()
+    return total
+
+
+def _list_command(settings: Settings, args: argparse.Namespace) -> int:
+    counts = quarantine_counts(settings)
+    if not counts:
+        print("quarantine is empty")
+        return 0
+    print(f"{'topic':<36} {'reason':<24} {'records':>8} {'replayed':>9}")
+    for topic, reason, n, replayed in counts:
+        print(f"{topic:<36} {reason:<24} {n:>8} {replayed:>9}")
+    return 0
+
+
+def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            raise SystemExit(f"mbyn: --since must be an ISO-8601 timestamp, got {args.since!r}") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        since = since.astimezone(UTC)  # SQLite stores UTC text: compare like with like
+    count = replay(settings, topic=args.topic, since=since)
+    print(f"replayed {count} record(s)")
+    return 0
+
+
+def register_commands(sub: Any) -> None:
+    """``mbyn dlq list`` and ``mbyn dlq replay``."""
+    dlq = sub.add_parser("dlq", help="quarantined dead letters").add_subparsers(dest="action", required=True)
+    p = dlq.add_parser("list", help="count quarantined records by topic and reason")
+    p.set_defaults(handler=_list_command)
+    p = dlq.add_parser("replay", help="re-publish quarantined records (not yet replayed) to their original topic")
+    p.add_argument("--topic", default=None, help="only records from this topic (catalog or physical name)")
+    p.add_argument("--since", default=None, help="only records quarantined at or after this ISO-8601 time")
+    p.set_defaults(handler=_replay_command)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_consumer_arguments(parser)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    return run_consumer_cli(lambda: DeadLetterSink(settings), settings, args)

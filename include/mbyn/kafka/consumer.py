@@ -1,0 +1,671 @@
+"""The consumer runtime every Python consumer runs on: poll in batches, process, commit, dead-letter.
+
+A consumer is a subclass of ``StreamConsumer`` that names its catalog topics and implements
+``process_batch(batch)``; ``run_consumer`` (or ``run_consumer_cli`` from a ``mbyn consume`` module) owns
+everything around it:
+
+* **Group.** ``group.id`` = ``settings.topic_prefix + consumer.name``; run several copies (processes) of
+  the same consumer and the group spreads the partitions (``roundrobin`` assignment). Auto-commit is off,
+  ``isolation.level=read_committed`` (records of aborted transactions are never seen).
+* **Batches.** ``consume(batch_size, batch_timeout)`` returns up to ``batch_size`` records; each is decoded
+  by ``consumer.decode(record)`` (default: the catalog envelope, validated against the topic's JSON
+  Schema; a tombstone on a compacted topic decodes to ``None``). The batch handed to ``process_batch``
+  holds the good records in poll order (``batch.by_partition()`` groups them per partition) and
+  ``next_offsets``, the offset to resume from per partition — covering dead-lettered records too.
+* **Commit policy** (``commit_mode``):
+  ``"kafka"`` — after ``process_batch`` returns, the batch's next offsets are committed synchronously
+  (at-least-once: a crash between the sink write and the commit re-delivers the batch; make the sink
+  idempotent). ``"sink"`` — the consumer stores ``batch.next_offsets`` in its sink in the same
+  transaction as the data and returns them from ``on_assign`` (exactly-once into that sink); Kafka
+  commits still happen, asynchronously, so lag tools see progress, but nothing reads them back.
+  ``"transaction"`` — the consumer commits itself (``send_offsets_to_transaction`` with
+  ``runtime.group_metadata()`` and ``batch.offsets()``); the runtime never commits.
+* **Dead letters.** A record whose decoding raises one of ``poison_errors`` (default ``ContractError``,
+  which includes ``PoisonRecordError``) is produced to the ``dead-letters`` topic with its original key,
+  value bytes and headers plus ``dlq.*`` headers (reason, error class and message, original topic /
+  partition / offset / timestamp, consumer group); the dead letters are flushed (``flush_or_raise``)
+  before the batch is processed, so a record is never committed past without landing somewhere. If
+  ``process_batch`` itself raises a poison error, the runtime re-runs the batch one record at a time to
+  find the culprit(s), dead-letters them and processes the rest — ``process_batch`` must therefore be
+  all-or-nothing when it raises (one database transaction, one Kafka transaction).
+* **Transient sink errors** (``transient_errors``, default ``SinkUnavailableError``): the same batch is
+  retried with exponential back-off (0.5 s … 15 s) and nothing is committed or dead-lettered. A stop
+  signal during the retries abandons the batch uncommitted (it is re-read on the next start) and the
+  exit status is 1. A retry that outlives ``max.poll.interval.ms`` (5 min) costs the copy its partitions;
+  the next owner re-reads the batch, which every commit mode tolerates.
+* **Rebalances.** ``on_assign`` may return start offsets (``"sink"`` mode: the offsets the sink stored;
+  partitions it does not know start from the earliest record). ``on_revoke`` is called before partitions
+  go away; the previous batch is always fully processed and committed by then, because librdkafka only
+  runs rebalance callbacks inside ``consume``.
+* **Shutdown.** SIGTERM/SIGINT (``StopFlag``), ``duration`` or ``idle_exit`` (seconds without a record,
+  counted from the last record or rebalance; a copy that never joins the group gives up after
+  ``idle_exit`` + 60 s) stop the loop between batches: the current batch is finished and committed, then the consumer is
+  closed in ``finally`` (leaving the group promptly), and a JSON summary line is printed on stdout.
+* **Broker down at start** → ``wait_for_broker`` (back-off, one line per attempt).
+
+Progress lines (counts and rate) go to stderr every ``progress_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from mbyn.catalog import Catalog, load_catalog
+from mbyn.contracts.envelope import MAX_VALUE_BYTES, validate
+from mbyn.errors import ContractError, PoisonRecordError, SinkUnavailableError
+from mbyn.kafka.producer import TopicProducer, wait_for_broker
+from mbyn.runtime import Progress, StopFlag, backoff_delays, setup_logging
+from mbyn.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message, TopicPartition
+
+log = logging.getLogger("mbyn.consumer")
+
+CommitMode = Literal["kafka", "sink", "transaction"]
+#: (physical topic, partition) — the unit of ordering and of offsets.
+PartitionKey = tuple[str, int]
+
+DEAD_LETTER_TOPIC = "dead-letters"
+#: Header names the runtime adds to a dead letter (the original headers are kept beside them).
+DLQ_HEADERS = ("dlq.reason", "dlq.error_class", "dlq.error_message", "dlq.topic", "dlq.partition", "dlq.offset",
+               "dlq.timestamp", "dlq.consumer_group")
+MAX_ERROR_MESSAGE = 2000
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "isolation.level": "read_committed",
+    "partition.assignment.strategy": "roundrobin",
+    "auto.offset.reset": "earliest",
+    "fetch.max.bytes": 16 * 1024 * 1024,
+    "max.poll.interval.ms": 300_000,
+}
+
+
+@dataclass
+class Record:
+    """One consumed record. ``data`` is what ``decode`` returned (the envelope dict; ``None`` for a tombstone)."""
+
+    topic: str  # logical catalog name
+    physical_topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int | None
+    data: Any = None
+
+    @property
+    def partition_key(self) -> PartitionKey:
+        return (self.physical_topic, self.partition)
+
+    @property
+    def key_str(self) -> str | None:
+        return None if self.key is None else self.key.decode("utf-8", errors="replace")
+
+    def header(self, name: str) -> str | None:
+        """The last header called ``name`` as text, or None."""
+        for k, v in reversed(self.headers):
+            if k == name:
+                return v.decode("utf-8", errors="replace") if v is not None else None
+        return None
+
+
+@dataclass
+class Batch:
+    """The good records of one poll, in poll order, and the offsets to resume from afterwards.
+
+    ``next_offsets`` maps every partition the poll touched — including partitions whose records were all
+    dead-lettered — to ``last offset + 1``. A batch can therefore be empty and still carry offsets: a
+    ``"sink"``-mode consumer must store them anyway.
+    """
+
+    records: list[Record]
+    next_offsets: dict[PartitionKey, int]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def by_partition(self) -> dict[PartitionKey, list[Record]]:
+        """Records grouped per (physical topic, partition), each group in offset order."""
+        groups: dict[PartitionKey, list[Record]] = {}
+        for record in self.records:
+            groups.setdefault(record.partition_key, []).append(record)
+        return groups
+
+    def by_topic(self) -> dict[str, list[Record]]:
+        """Records grouped per logical topic, in poll order (offset order within a partition)."""
+        groups: dict[str, list[Record]] = {}
+        for record in self.records:
+            groups.setdefault(record.topic, []).append(record)
+        return groups
+
+    def offsets(self) -> list[TopicPartition]:
+        """``next_offsets`` as confluent-kafka TopicPartitions (for commits and transactions)."""
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(t, p, o) for (t, p), o in sorted(self.next_offsets.items())]
+
+
+@dataclass
+class ConsumerCounters:
+    consumed: int = 0
+    processed: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    retries: int = 0
+    assignments: int = 0
+    abandoned: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"consumed": self.consumed, "processed": self.processed, "dead_lettered": self.dead_lettered,
+                "batches": self.batches, "commits": self.commits, "commit_failures": self.commit_failures,
+                "retries": self.retries, "assignments": self.assignments, "abandoned": self.abandoned,
+                "dead_letter_reasons": dict(self.dead_letter_reasons)}
+
+
+class StreamConsumer:
+    """Base class of a consumer: name, topics, policy attributes and hooks; override ``process_batch``.
+
+    Class attributes (override per consumer):
+
+    * ``name`` — the consumer (and group) name, e.g. ``warehouse-loader``.
+    * ``topics`` — logical catalog topics to subscribe to.
+    * ``commit_mode`` — ``"kafka"`` (default), ``"sink"`` or ``"transaction"``; see the module docstring.
+    * ``batch_size`` / ``batch_timeout`` — ``consume(batch_size, batch_timeout)``; larger batches mean
+      fewer commits and transactions, smaller ones less re-processing after a crash.
+    * ``poison_errors`` — errors that send a record to dead-letters; ``transient_errors`` — errors that
+      retry the batch with back-off; ``retry_timeout_s`` — give up (raise) after that long (None: never).
+    * ``kafka_config`` — extra librdkafka settings (merged last).
+    """
+
+    name: ClassVar[str] = ""
+    topics: ClassVar[tuple[str, ...]] = ()
+    commit_mode: ClassVar[CommitMode] = "kafka"
+    batch_size: int = 1000
+    batch_timeout: float = 1.0
+    poison_errors: ClassVar[tuple[type[BaseException], ...]] = (ContractError,)
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = (SinkUnavailableError,)
+    retry_timeout_s: float | None = None
+    kafka_config: ClassVar[Mapping[str, Any]] = {}
+
+    # Hooks --------------------------------------------------------------------------------------
+
+    def open(self, runtime: ConsumerRuntime) -> None:
+        """Called once after the Kafka consumer exists and before subscribing (open sinks here)."""
+
+    def decode(self, record: Record) -> Any:
+        """Turn a record into ``record.data``; raise a poison error to dead-letter it. Default: envelope."""
+        return decode_envelope(record)
+
+    def on_assign(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> Mapping[PartitionKey, int] | None:
+        """Partitions were assigned. Return start offsets per partition to seek there (``"sink"`` mode);
+        None keeps Kafka's committed offsets (or ``auto.offset.reset`` = earliest)."""
+        return None
+
+    def on_revoke(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> None:
+        """Partitions are about to go to another copy; everything polled so far is processed and committed."""
+
+    def process_batch(self, batch: Batch) -> None:
+        """Write the batch to the sink — all-or-nothing when it raises. Must accept an empty batch."""
+        raise NotImplementedError
+
+    def on_idle(self, runtime: ConsumerRuntime) -> None:
+        """Called after every poll that returned no record (timers, window flushes, lag sampling)."""
+
+    def close(self) -> None:
+        """Called once at exit (in ``finally``), after the Kafka consumer is closed."""
+
+    def summary(self) -> dict[str, Any]:
+        """Extra fields for the JSON summary line."""
+        return {}
+
+
+class ConsumerRuntime:
+    """Runs one copy of a StreamConsumer: the poll → decode → dead-letter → process → commit loop."""
+
+    def __init__(self, consumer: StreamConsumer, settings: Settings, *, stop: StopFlag | None = None,
+                 instance_id: str | None = None, progress_interval: float = 5.0) -> None:
+        if not consumer.name or not consumer.topics:
+            raise ValueError(f"{type(consumer).__name__} must set `name` and `topics`")
+        self.app = consumer
+        self.settings = settings
+        self.stop = stop or StopFlag()
+        self.instance_id = instance_id
+        self.progress_interval = progress_interval
+        self.catalog: Catalog = load_catalog()
+        self.group_id = settings.topic_prefix + consumer.name
+        self.counters = ConsumerCounters()
+        self.assignment: set[PartitionKey] = set()
+        self._kafka: Consumer | None = None
+        self._last_rebalance: float | None = None
+        self._dlq: TopicProducer | None = None
+        self._physical_to_logical = {t.physical: t.name for t in self.catalog.topics.values()}
+
+    # Properties consumers may use ---------------------------------------------------------------
+
+    @property
+    def kafka(self) -> Consumer:
+        """The underlying confluent_kafka.Consumer (positions, watermarks, group metadata)."""
+        if self._kafka is None:
+            raise RuntimeError("the Kafka consumer is not open yet")
+        return self._kafka
+
+    def group_metadata(self) -> Any:
+        """For ``producer.send_offsets_to_transaction(batch.offsets(), runtime.group_metadata())``."""
+        return self.kafka.consumer_group_metadata()
+
+    # The loop -----------------------------------------------------------------------------------
+
+    def run(self, *, duration: float | None = None, idle_exit: float | None = None) -> dict[str, Any]:
+        """Consume until stopped, ``duration`` elapsed or ``idle_exit`` seconds without a record; the summary."""
+        from confluent_kafka import Consumer
+
+        app = self.app
+        started = time.monotonic()
+        wait_for_broker(self.settings, app.name, stop=self.stop)
+        conf: dict[str, Any] = {
+            **CONSUMER_DEFAULTS,
+            "bootstrap.servers": self.settings.bootstrap(),
+            "group.id": self.group_id,
+            "client.id": f"mbyn-{app.name}",
+            "session.timeout.ms": int(self.settings.consumer_session_timeout_s * 1000),
+            "heartbeat.interval.ms": max(500, int(self.settings.consumer_session_timeout_s * 1000 / 4)),
+            "error_cb": self._on_error,
+            **app.kafka_config,
+        }
+        if self.instance_id:
+            conf["group.instance.id"] = self.instance_id  # static membership: a restart keeps the partitions
+        self._kafka = Consumer(conf)
+        self._last_error_log = 0.0
+        stopped_by = "stop"
+        last_record = time.monotonic()
+        progress = Progress(lambda: self._report(started), self.progress_interval)
+        try:
+            app.open(self)
+            physical = [self.catalog.get(t).physical for t in app.topics]
+            self._kafka.subscribe(physical, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                  on_lost=self._on_lost)
+            log.info("%s: group %s subscribed to %s (commit mode %s)", app.name, self.group_id,
+                     ", ".join(physical), app.commit_mode)
+            deadline = started + duration if duration else None
+            while True:
+                if self.stop.is_set():
+                    stopped_by = self.stop.reason or "stop"
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    stopped_by = "duration"
+                    break
+                # The idle clock starts at the last record or rebalance: joining the group can take
+                # seconds on a busy broker and must not count as "no records".
+                if idle_exit is not None and self._last_rebalance is not None \
+                        and now - max(last_record, self._last_rebalance) >= idle_exit:
+                    stopped_by = "idle"
+                    break
+                if idle_exit is not None and self._last_rebalance is None and now - started >= idle_exit + 60:
+                    stopped_by = "idle (never joined the group)"
+                    break
+                messages = self._kafka.consume(app.batch_size, app.batch_timeout)
+                records = self._records(messages)
+                if records:
+                    last_record = time.monotonic()
+                    if not self._handle(records):
+                        stopped_by = self.stop.reason or "stop"
+                        break
+                else:
+                    app.on_idle(self)
+                progress.tick()
+        finally:
+            try:
+                self._kafka.close()  # leaves the group now, not after the session timeout
+            finally:
+                try:
+                    if self._dlq is not None:
+                        self._dlq.close()
+                finally:
+                    app.close()
+        summary = {"consumer": app.name, "group": self.group_id, **self.counters.as_dict(),
+                   "stopped_by": stopped_by, "seconds": round(time.monotonic() - started, 2), **app.summary()}
+        log.info("%s: stopped (%s) %s", app.name, stopped_by, self._line())
+        return summary
+
+    def _records(self, messages: list[Message]) -> list[Record]:
+        from confluent_kafka import KafkaError, KafkaException
+
+        records: list[Record] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise KafkaException(err)
+                self._log_error(f"consume: {err.str()}")
+                continue
+            ts_type, ts = msg.timestamp()
+            physical = msg.topic() or ""
+            records.append(Record(
+                topic=self._physical_to_logical.get(physical, physical), physical_topic=physical,
+                partition=int(msg.partition() or 0), offset=int(msg.offset() or 0), key=msg.key(),
+                value=msg.value(), headers=list(msg.headers() or []),  # type: ignore[arg-type]
+                timestamp_ms=ts if ts_type != 0 else None))  # 0 = TIMESTAMP_NOT_AVAILABLE
+        self.counters.consumed += len(records)
+        return records
+
+    def _handle(self, records: list[Record]) -> bool:
+        """Decode, dead-letter, process and commit one poll. False: stopped while a sink was down."""
+        app = self.app
+        next_offsets: dict[PartitionKey, int] = {}
+        good: list[Record] = []
+        rejected = 0
+        for record in records:
+            next_offsets[record.partition_key] = max(next_offsets.get(record.partition_key, 0), record.offset + 1)
+            try:
+                record.data = app.decode(record)
+            except app.poison_errors as exc:
+                self.dead_letter(record, exc)
+                rejected += 1
+                continue
+            good.append(record)
+        if rejected:
+            self._dead_letters().flush_or_raise()
+        batch = Batch(good, next_offsets)
+        try:
+            if not self._process_with_retry(batch):
+                return False
+        except app.poison_errors:
+            if not self._process_one_by_one(batch):
+                return False
+        self.counters.batches += 1
+        self._commit(batch)
+        return True
+
+    def _process_with_retry(self, batch: Batch) -> bool:
+        """``process_batch`` with back-off on transient errors; False if stopped before it succeeded."""
+        app = self.app
+        started = time.monotonic()
+        for attempt, delay in enumerate(backoff_delays(), start=1):
+            try:
+                app.process_batch(batch)
+                self.counters.processed += len(batch.records)
+                if attempt > 1:
+                    log.info("%s: batch written after %d attempts", app.name, attempt)
+                return True
+            except app.transient_errors as exc:
+                self.counters.retries += 1
+                if app.retry_timeout_s is not None and time.monotonic() - started + delay > app.retry_timeout_s:
+                    raise
+                log.warning("%s: sink unavailable (%s: %s); retrying the batch of %d in %.1fs", app.name,
+                            type(exc).__name__, _short(str(exc), 300), len(batch.records), delay)
+                if self.stop.wait(delay):
+                    self.counters.abandoned += len(batch.records)
+                    log.warning("%s: stopped while the sink was down; %d records left uncommitted (re-read on "
+                                "the next start)", app.name, len(batch.records))
+                    return False
+        raise AssertionError("unreachable")  # backoff_delays is infinite
+
+    def _process_one_by_one(self, batch: Batch) -> bool:
+        """The batch raised a poison error: isolate it record by record, dead-letter the culprits."""
+        app = self.app
+        log.warning("%s: a record of a batch of %d failed processing; isolating it", app.name, len(batch.records))
+        rejected = 0
+        for record in batch.records:
+            single = Batch([record], {record.partition_key: record.offset + 1})
+            try:
+                if not self._process_with_retry(single):
+                    return False
+            except app.poison_errors as exc:
+                self.dead_letter(record, exc)
+                rejected += 1
+        if rejected:
+            self._dead_letters().flush_or_raise()
+        # Store the offsets past the dead-lettered records too ("sink" mode needs the empty batch).
+        return self._process_with_retry(Batch([], batch.next_offsets))
+
+    def _commit(self, batch: Batch) -> None:
+        from confluent_kafka import KafkaException
+
+        mode = self.app.commit_mode
+        if mode == "transaction" or not batch.next_offsets:
+            return
+        # Synchronous in both modes: a few milliseconds per batch buys "committed == written" at every
+        # stop, which lag monitoring and operators rely on. In "sink" mode a failure is harmless (the sink
+        # holds the offsets that count); in "kafka" mode it means the batch will be re-delivered.
+        consequence = "informational only" if mode == "sink" else "the batch will be re-delivered"
+        try:
+            result = self.kafka.commit(offsets=batch.offsets(), asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance took the partitions away while the batch was being processed.
+            self.counters.commit_failures += 1
+            log.warning("%s: commit failed (%s); %s", self.app.name, exc, consequence)
+            return
+        failed = [tp for tp in result or [] if tp.error is not None]
+        if failed:
+            self.counters.commit_failures += 1
+            log.warning("%s: commit failed for %s; %s", self.app.name,
+                        ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in failed), consequence)
+        else:
+            self.counters.commits += 1
+
+    # Dead letters -------------------------------------------------------------------------------
+
+    def _dead_letters(self) -> TopicProducer:
+        if self._dlq is None:
+            self._dlq = TopicProducer(f"{self.app.name}-dlq", self.settings)
+        return self._dlq
+
+    def dead_letter(self, record: Record, error: BaseException) -> None:
+        """Send ``record`` to the dead-letters topic with its original bytes, key, headers and the reason.
+
+        Enqueued only; the runtime flushes (``flush_or_raise``) before the batch's offsets move on.
+        """
+        reason = dead_letter_reason(error)
+        headers = [(k, v) for k, v in record.headers if not k.startswith("dlq.")]
+        headers += [
+            ("dlq.reason", reason.encode()),
+            ("dlq.error_class", type(error).__name__.encode()),
+            ("dlq.error_message", _short(str(error), MAX_ERROR_MESSAGE).encode()),
+            ("dlq.topic", record.physical_topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.timestamp", str(record.timestamp_ms if record.timestamp_ms is not None else "").encode()),
+            ("dlq.consumer_group", self.group_id.encode()),
+        ]
+        physical = self.catalog.get(DEAD_LETTER_TOPIC).physical
+        self._dead_letters().send_raw(physical, record.value, record.key, headers)
+        self.counters.dead_lettered += 1
+        self.counters.dead_letter_reasons[reason] = self.counters.dead_letter_reasons.get(reason, 0) + 1
+        log.warning("%s: dead-lettered %s[%d]@%d (%s): %s", self.app.name, record.physical_topic, record.partition,
+                    record.offset, reason, _short(str(error), 200))
+
+    # Rebalance callbacks (run inside consume()) -------------------------------------------------
+
+    def _on_assign(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING
+
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.counters.assignments += 1
+        start = self.app.on_assign(self, keys)
+        if start is not None:
+            for tp in partitions:
+                tp.offset = start.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        kafka.assign(partitions)
+        self.assignment = set(keys)
+        self._last_rebalance = time.monotonic()
+        log.info("%s: assigned %d partition(s)%s", self.app.name, len(keys),
+                 " (positions from the sink)" if start is not None else "")
+
+    def _on_revoke(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.app.on_revoke(self, keys)
+        self.assignment.clear()
+        self._last_rebalance = time.monotonic()
+        log.info("%s: revoked %d partition(s)", self.app.name, len(keys))
+
+    def _on_lost(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.warning("%s: lost %d partition(s) (session timed out); another copy owns them now", self.app.name,
+                    len(keys))
+        self.app.on_revoke(self, keys)
+        self.assignment.clear()
+
+    # Logging ------------------------------------------------------------------------------------
+
+    def _on_error(self, err: Any) -> None:
+        self._log_error(f"kafka: {err.str()}")
+
+    def _log_error(self, text: str) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_last_error_log", 0.0) > 10:  # one line per 10 s, not one per retry
+            self._last_error_log = now
+            log.warning("%s: %s", self.app.name, text)
+
+    def _line(self) -> str:
+        c = self.counters
+        return (f"consumed={c.consumed} processed={c.processed} dead_lettered={c.dead_lettered} "
+                f"batches={c.batches} retries={c.retries}")
+
+    def _report(self, started: float) -> None:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        log.info("%s: %s (%.0f/s) partitions=%d", self.app.name, self._line(), self.counters.consumed / elapsed,
+                 len(self.assignment))
+
+
+# Decoding -----------------------------------------------------------------------------------------
+
+def decode_envelope(record: Record, catalog: Catalog | None = None) -> dict[str, Any] | None:
+    """The record's envelope, validated against its topic's schema; ``None`` for a tombstone.
+
+    Raises PoisonRecordError with reason ``null_key`` (the topic has a key field but the record has no
+    key), ``null_value`` (no value on a non-compacted topic), ``oversize`` (over MAX_VALUE_BYTES),
+    ``not_json`` (not UTF-8 JSON), ``unknown_schema_version`` or ``schema_violation``.
+    """
+    topic = (catalog or load_catalog()).get(record.topic)
+    if topic.key is not None and record.key is None:
+        raise PoisonRecordError("null_key", f"{record.topic}: records must have a key ({topic.key})")
+    if record.value is None:
+        if topic.compacted:
+            return None  # tombstone: the key was deleted
+        raise PoisonRecordError("null_value", f"{record.topic}: value is null on a non-compacted topic")
+    if len(record.value) > MAX_VALUE_BYTES:
+        raise PoisonRecordError("oversize", f"value is {len(record.value)} bytes; the limit is {MAX_VALUE_BYTES}")
+    try:
+        value = json.loads(record.value.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PoisonRecordError("not_json", f"value is not UTF-8: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise PoisonRecordError("not_json", f"value is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PoisonRecordError("schema_violation", f"{record.topic}: value is a JSON {type(value).__name__}, "
+                                "not an envelope object")
+    version = value.get("schema_version")
+    expected = (catalog or load_catalog()).schema_version
+    if version != expected:
+        raise PoisonRecordError("unknown_schema_version",
+                                f"{record.topic}: schema_version {version!r} is not supported (expected {expected})")
+    fast = _fast_validator(record.topic)
+    if fast is not None:
+        try:
+            fast(value)
+            return value
+        except _fast_error():
+            pass  # let the reference validator decide and word the reason
+    try:
+        validate(record.topic, value)
+    except ContractError as exc:
+        raise PoisonRecordError("schema_violation", str(exc)) from None
+    return value
+
+
+@lru_cache(maxsize=64)
+def _fast_validator(topic: str) -> Callable[[Any], Any] | None:
+    """A compiled (fastjsonschema) check of ``topic``'s value schema: ~50x faster than jsonschema.
+
+    Only a fast path for the common case of valid records: when it refuses a record, the reference
+    validator (``mbyn.contracts.envelope.validate``, jsonschema) decides, so both agree by construction
+    on everything the consumer rejects.
+    """
+    import fastjsonschema
+
+    schema = load_catalog().value_schema(topic)
+    if schema is None:
+        return None
+    schema = {**schema, "$schema": "http://json-schema.org/draft-07/schema#"}
+    return fastjsonschema.compile(schema)  # type: ignore[no-any-return]
+
+
+def _fast_error() -> type[Exception]:
+    import fastjsonschema
+
+    return fastjsonschema.JsonSchemaException  # type: ignore[no-any-return]
+
+
+def dead_letter_reason(error: BaseException) -> str:
+    """A short code for the dead letter: the error's ``reason`` attribute, else ``processing``."""
+    reason = getattr(error, "reason", None)
+    return str(reason) if reason else "processing"
+
+
+def encode_headers(headers: Iterable[tuple[str, bytes | None]]) -> str:
+    """Headers as JSON text (values base64) — how sinks store original headers for a later replay."""
+    return json.dumps([[k, None if v is None else base64.b64encode(v).decode()] for k, v in headers])
+
+
+def decode_headers(text: str | None) -> list[tuple[str, bytes | None]]:
+    """The inverse of ``encode_headers``."""
+    if not text:
+        return []
+    return [(k, None if v is None else base64.b64decode(v)) for k, v in json.loads(text)]
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Entry points -------------------------------------------------------------------------------------
+
+def run_consumer(consumer: StreamConsumer, settings: Settings, *, stop: StopFlag | None = None,
+                 duration: float | None = None, idle_exit: float | None = None,
+                 instance_id: str | None = None) -> dict[str, Any]:
+    """Run one copy of ``consumer`` in this thread until stopped; returns the summary dict."""
+    runtime = ConsumerRuntime(consumer, settings, stop=stop, instance_id=instance_id)
+    return runtime.run(duration=duration, idle_exit=idle_exit)
+
+
+def add_consumer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every runtime consumer accepts beyond --duration/--idle-exit (added by `mbyn consume`)."""
+    parser.add_argument("--batch-size", type=int, default=None, help="records per poll (default: per consumer)")
+    parser.add_argument("--instance-id", default=None,
+                        help="static group membership id: a restarted copy gets its partitions back at once")
+
+
+def run_consumer_cli(factory: Callable[[], StreamConsumer], settings: Settings, args: argparse.Namespace) -> int:
+    """CLI wrapper: logging, signals, limits from args, JSON summary on stdout; 0 unless a batch was abandoned."""
+    setup_logging()
+    stop = StopFlag().install()
+    consumer = factory()
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise SystemExit("mbyn: --batch-size must be at least 1")
+        consumer.batch_size = batch_size
+    summary = run_consumer(consumer, settings, stop=stop, duration=getattr(args, "duration", None),
+                           idle_exit=getattr(args, "idle_exit", None), instance_id=getattr(args, "instance_id", None))
+    print(json.dumps(summary), flush=True)
+    sys.stdout.flush()
+    return 0 if summary["abandoned"] == 0 else 1

@@ -1,0 +1,156 @@
+"""The consumer runtime against the real broker: batches, commits, dead letters, retries, stop."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any, ClassVar
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from mbyn.contracts.envelope import make_envelope
+from mbyn.errors import PoisonRecordError, SinkUnavailableError
+from mbyn.kafka.consumer import Batch, StreamConsumer, run_consumer
+from mbyn.kafka.producer import TopicProducer
+from mbyn.runtime import StopFlag
+from mbyn.settings import Settings
+from tests.helpers.kafka import read_all
+
+pytestmark = pytest.mark.integration
+
+
+def order(n: int, amount: float = 10.0) -> dict[str, Any]:
+    payload = {"order_id": f"O-{n:05d}", "customer_id": "C000001", "session_id": "s1", "country": "DE",
+               "currency": "EUR", "amount": amount,
+               "items": [{"sku": "SKU-00001", "category": "books", "quantity": 1, "unit_price": amount}]}
+    return dict(make_envelope("order_placed", payload, "test"))
+
+
+def produce_orders(settings: Settings, count: int, poison: list[tuple[bytes | None, bytes]] = ()) -> list[str]:
+    """``count`` valid orders (+ raw poison records); returns the valid event ids."""
+    producer = TopicProducer("test", settings)
+    ids = []
+    for n in range(count):
+        env = order(n, amount=999.0 if n == 7 else 10.0)
+        assert producer.send("orders", env, key=env["payload"]["order_id"])
+        ids.append(env["event_id"])
+    for key, value in poison:
+        producer.send_raw(settings.topic_prefix + "orders", value, key, [("origin", b"poison-test")])
+    producer.flush_or_raise()
+    return ids
+
+
+class Collector(StreamConsumer):
+    """Keeps what it processed in memory; ``transient_failures`` / ``poison_amount`` simulate sink trouble."""
+
+    name: ClassVar[str] = "collector"
+    topics: ClassVar[tuple[str, ...]] = ("orders",)
+    batch_timeout = 0.2
+
+    def __init__(self, transient_failures: int = 0, poison_amount: float | None = None) -> None:
+        self.seen: list[str] = []
+        self.batches: list[Batch] = []
+        self.transient_failures = transient_failures
+        self.poison_amount = poison_amount
+
+    def process_batch(self, batch: Batch) -> None:
+        if batch.records and self.transient_failures:
+            self.transient_failures -= 1
+            raise SinkUnavailableError("sink is down (simulated)")
+        for r in batch.records:  # check first: all-or-nothing
+            if self.poison_amount is not None and r.data["payload"]["amount"] == self.poison_amount:
+                raise PoisonRecordError("amount_rule", f"amount {self.poison_amount} is refused")
+        self.seen += [r.data["event_id"] for r in batch.records]
+        self.batches.append(batch)
+
+
+def committed(settings: Settings, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": "probe-" + uuid.uuid4().hex})
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+        return {p: o for p, o in ends.items() if o > 0}
+    finally:
+        consumer.close()
+
+
+def test_batches_commits_and_dead_letters(topics):
+    poison = [(b"k-notjson", b"this is not json"), (None, b'{"event_id": 1}'),
+              (b"k-schema", b'{"event_id": "x", "schema_version": 1}')]
+    ids = produce_orders(topics, 300, poison)
+    app = Collector()
+    summary = run_consumer(app, topics, idle_exit=3)
+
+    assert sorted(app.seen) == sorted(ids), "every valid record processed exactly once"
+    assert summary["consumed"] == 303 and summary["processed"] == 300 and summary["dead_lettered"] == 3
+    assert summary["dead_letter_reasons"] == {"not_json": 1, "null_key": 1, "schema_violation": 1}
+    assert summary["stopped_by"] == "idle" and summary["group"] == topics.topic_prefix + "collector"
+    for batch in app.batches:  # grouped per partition, offsets in order, next offsets cover the batch
+        for (topic, partition), records in batch.by_partition().items():
+            assert [r.offset for r in records] == sorted(r.offset for r in records)
+            assert batch.next_offsets[(topic, partition)] > records[-1].offset
+
+    physical = topics.topic_prefix + "orders"
+    assert committed(topics, summary["group"], physical, 6) == end_offsets(topics, physical, 6)
+
+    letters = read_all(topics.bootstrap(), topics.topic_prefix + "dead-letters", expect=3)
+    assert len(letters) == 3
+    by_value = {r.value: r for r in letters}
+    for key, value in poison:
+        letter = by_value[value]
+        assert letter.key == key
+        assert letter.headers["origin"] == b"poison-test", "original headers are kept"
+        assert letter.headers["dlq.topic"] == physical.encode()
+        assert letter.headers["dlq.consumer_group"] == summary["group"].encode()
+        assert letter.headers["dlq.error_class"] == b"PoisonRecordError"
+        assert int(letter.headers["dlq.offset"]) >= 0 and int(letter.headers["dlq.partition"]) in range(6)
+        assert int(letter.headers["dlq.timestamp"]) > 0
+        assert letter.headers["dlq.error_message"]
+    assert by_value[b"this is not json"].headers["dlq.reason"] == b"not_json"
+
+
+def test_transient_sink_errors_retry_the_same_batch(topics):
+    ids = produce_orders(topics, 100)
+    app = Collector(transient_failures=2)
+    summary = run_consumer(app, topics, idle_exit=3)
+    assert summary["retries"] == 2 and summary["dead_lettered"] == 0
+    assert sorted(app.seen) == sorted(ids), "retried, not lost and not duplicated"
+
+
+def test_a_record_failing_processing_is_isolated_and_dead_lettered(topics):
+    ids = produce_orders(topics, 50)  # order 7 has amount 999
+    app = Collector(poison_amount=999.0)
+    summary = run_consumer(app, topics, idle_exit=3)
+    assert summary["dead_lettered"] == 1 and summary["dead_letter_reasons"] == {"amount_rule": 1}
+    assert sorted(app.seen) == sorted(ids[:7] + ids[8:])
+    letters = read_all(topics.bootstrap(), topics.topic_prefix + "dead-letters", expect=1)
+    assert [r.json()["payload"]["order_id"] for r in letters] == ["O-00007"]
+    physical = topics.topic_prefix + "orders"
+    assert committed(topics, summary["group"], physical, 6) == end_offsets(topics, physical, 6)
+
+
+def test_stop_during_an_outage_commits_nothing_and_the_next_run_gets_everything(topics):
+    ids = produce_orders(topics, 60)
+    stop = StopFlag()
+    down = Collector(transient_failures=10**6)
+    timer = threading.Timer(4.0, stop.set, args=("test",))
+    timer.start()
+    try:
+        summary = run_consumer(down, topics, stop=stop, idle_exit=30)
+    finally:
+        timer.cancel()
+    assert summary["abandoned"] > 0 and summary["processed"] == 0 and summary["stopped_by"] == "test"
+    assert committed(topics, summary["group"], topics.topic_prefix + "orders", 6) == {}
+
+    up = Collector()
+    run_consumer(up, topics, idle_exit=3)
+    assert sorted(up.seen) == sorted(ids)

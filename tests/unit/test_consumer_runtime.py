@@ -1,0 +1,129 @@
+"""Consumer runtime pieces that need no broker: decoding and poison classification, batches, headers,
+and the warehouse helpers the sink-mode consumers rely on (on a temporary SQLite file)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from mbyn.contracts.envelope import MAX_VALUE_BYTES, make_envelope
+from mbyn.errors import PoisonRecordError, WarehouseError
+from mbyn.kafka.consumer import (
+    Batch,
+    Record,
+    dead_letter_reason,
+    decode_envelope,
+    decode_headers,
+    encode_headers,
+)
+from mbyn.warehouse import init_schema, load_offsets, make_engine, store_offsets, upsert, utc_now
+from mbyn.warehouse.schema import fx_rates
+
+
+def click() -> dict:
+    return dict(make_envelope("page_view", {"session_id": "s1", "customer_id": "C000001", "page": "/",
+                                            "country": "DE", "device": "mobile"}, "test"))
+
+
+def record(topic: str, value: bytes | None, key: bytes | None = b"k", offset: int = 0, partition: int = 0) -> Record:
+    return Record(topic, "p-" + topic, partition, offset, key, value, [("h", b"v")], 1)
+
+
+def test_a_valid_envelope_decodes_and_a_tombstone_on_a_compacted_topic_is_none():
+    env = click()
+    assert decode_envelope(record("clickstream", json.dumps(env).encode())) == env
+    assert decode_envelope(record("customers", None, key=b"C000001")) is None
+
+
+@pytest.mark.parametrize(("topic", "key", "value", "reason"), [
+    ("clickstream", b"k", b"\x00\xff not json", "not_json"),
+    ("clickstream", b"k", b'{"half": ', "not_json"),
+    ("clickstream", b"k", b"[1, 2]", "schema_violation"),
+    ("clickstream", b"k", b'{"pad": "' + b"x" * MAX_VALUE_BYTES + b'"}', "oversize"),
+    ("clickstream", None, b"{}", "null_key"),
+    ("clickstream", b"k", None, "null_value"),
+    ("customers", None, None, "null_key"),
+])
+def test_poison_is_classified(topic, key, value, reason):
+    with pytest.raises(PoisonRecordError) as info:
+        decode_envelope(record(topic, value, key=key))
+    assert info.value.reason == reason
+    assert dead_letter_reason(info.value) == reason
+
+
+def test_schema_violations_and_unknown_versions_are_poison_with_the_reference_message():
+    env = click()
+    env["payload"]["device"] = "fridge"
+    with pytest.raises(PoisonRecordError) as info:
+        decode_envelope(record("clickstream", json.dumps(env).encode()))
+    assert info.value.reason == "schema_violation" and "payload/device" in str(info.value)
+    env = {**click(), "schema_version": 2}
+    with pytest.raises(PoisonRecordError) as info:
+        decode_envelope(record("clickstream", json.dumps(env).encode()))
+    assert info.value.reason == "unknown_schema_version"
+    assert dead_letter_reason(ValueError("x")) == "processing"
+
+
+def test_batch_groups_per_partition_and_lists_offsets():
+    records = [record("orders", b"{}", offset=o, partition=p) for o, p in ((5, 0), (9, 1), (6, 0))]
+    batch = Batch(records, {("p-orders", 0): 7, ("p-orders", 1): 12})
+    groups = batch.by_partition()
+    assert [r.offset for r in groups[("p-orders", 0)]] == [5, 6]
+    assert [(tp.topic, tp.partition, tp.offset) for tp in batch.offsets()] == [("p-orders", 0, 7), ("p-orders", 1, 12)]
+    assert list(batch.by_topic()) == ["orders"] and len(batch) == 3
+
+
+def test_headers_round_trip_including_binary_and_null_values():
+    headers = [("a", b"\x00\xff"), ("b", None), ("a", b"second")]
+    assert decode_headers(encode_headers(headers)) == headers
+    assert decode_headers(None) == []
+    assert record("orders", b"").header("h") == "v"
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    init_schema(engine)
+    init_schema(engine)  # idempotent
+    yield engine
+    engine.dispose()
+
+
+def test_upsert_collapses_duplicate_keys_and_updates_on_conflict(engine):
+    row = {"currency": "USD", "rate_date": date(2026, 1, 2), "event_id": "e", "loaded_at": utc_now()}
+    with engine.begin() as conn:
+        assert upsert(conn, fx_rates, [{**row, "rate_per_eur": 1.0}, {**row, "rate_per_eur": 1.1}],
+                      ["currency", "rate_date"]) == 1
+        upsert(conn, fx_rates, [{**row, "rate_per_eur": 1.2}], ["currency", "rate_date"])
+        upsert(conn, fx_rates, [{**row, "rate_per_eur": 9.9}], ["currency", "rate_date"], update=[])
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(fx_rates.c.rate_per_eur)).all() == [(1.2,)]
+
+
+def test_stored_offsets_only_move_forward(engine):
+    with engine.begin() as conn:
+        store_offsets(conn, "g", {("t", 0): 10, ("t", 1): 3})
+        store_offsets(conn, "g", {("t", 0): 4, ("t", 1): 8})  # a late zombie write for partition 0
+        store_offsets(conn, "other", {("t", 0): 1})
+    with engine.connect() as conn:
+        assert load_offsets(conn, "g") == {("t", 0): 10, ("t", 1): 8}
+        assert load_offsets(conn, "g", [("t", 1)]) == {("t", 1): 8}
+
+
+def test_read_only_engine_refuses_writes(engine, tmp_path):
+    reader = make_engine(f"sqlite:///{tmp_path / 'wh.db'}", read_only=True)
+    try:
+        with reader.begin() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar() == 0
+        with pytest.raises(sa.exc.OperationalError), reader.begin() as conn:
+            conn.execute(sa.text("DELETE FROM orders"))
+    finally:
+        reader.dispose()
+
+
+def test_unsupported_database_names_the_setting():
+    with pytest.raises(WarehouseError, match="MBYN_WAREHOUSE_URL"):
+        make_engine("mysql://x@localhost/db")
