@@ -74,6 +74,7 @@ def _build(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    _load_extensions()
     parser = argparse.ArgumentParser(prog="mbyn", description="mbyn — an M×N Kafka pipeline on one laptop.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -114,7 +115,6 @@ def _load_extensions() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extensions()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypedDict
 
@@ -33,7 +33,7 @@ class Envelope(TypedDict, total=False):
 
 def utc_now_iso() -> str:
     """The current time as an ISO-8601 UTC string with milliseconds (the envelope's time format)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def make_envelope(
@@ -65,8 +65,33 @@ def _validator(topic: str) -> Draft202012Validator | None:
     return None if schema is None else Draft202012Validator(schema)
 
 
+@lru_cache(maxsize=64)
+def _compiled(topic: str) -> Any:
+    """A compiled (fastjsonschema) check of ``topic``'s value schema: ~50x faster than jsonschema."""
+    import fastjsonschema
+
+    schema = load_catalog().value_schema(topic)
+    if schema is None:
+        return None
+    return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
+
+
 def validate(topic: str, value: Any) -> None:
-    """Raise ContractError listing every violation of ``topic``'s schema (logical topic name)."""
+    """Raise ContractError listing every violation of ``topic``'s schema (logical topic name).
+
+    Valid values take the compiled fast path; when it refuses a value, the reference validator
+    (jsonschema) decides and words the reasons — so both agree on everything that is rejected.
+    """
+    import fastjsonschema
+
+    compiled = _compiled(topic)
+    if compiled is None:
+        return
+    try:
+        compiled(value)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass
     validator = _validator(topic)
     if validator is None:
         return

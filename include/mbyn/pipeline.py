@@ -1,0 +1,188 @@
+"""``mbyn run`` / ``mbyn down``: the whole pipeline on one machine, started and stopped as one.
+
+``mbyn run`` brings up, in order: the Kafka cluster, the warehouse (SQLite file, or the local Postgres with
+``--warehouse postgres``), the catalog's topics and the warehouse schema, one round of each batch producer
+(customers seed, FX rates, an inventory file) so every table has data within seconds, the supervised
+producer and consumer copies, and Airflow (`airflow standalone`, unless ``--no-airflow``). Then it prints
+where to look and supervises until Ctrl-C / SIGTERM / ``--duration``.
+
+Stopping stops exactly what this run started — workers first (they flush and commit), then Airflow, Postgres
+and Kafka — so a cluster you started yourself with ``mbyn kafka up`` keeps running. Data stays under
+``var/``: the next ``mbyn run`` resumes where this one stopped. ``mbyn down`` stops a pipeline from another
+terminal (or one whose terminal died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from mbyn.runtime import StopFlag, setup_logging
+from mbyn.settings import Settings
+
+log = logging.getLogger("mbyn.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("--scale", action="append", default=[], metavar="NAME=K",
+                        help="copies of a producer/consumer (repeatable; 0 disables), e.g. --scale warehouse-loader=3")
+    parser.add_argument("--nodes", type=int, choices=(1, 3), default=None, help="Kafka nodes (default 1)")
+    parser.add_argument("--warehouse", choices=("sqlite", "postgres"), default=None,
+                        help="sqlite (default: var/warehouse.db) or postgres (started locally); "
+                             "MBYN_WAREHOUSE_URL overrides both")
+    parser.add_argument("--no-airflow", action="store_true", help="do not start Airflow")
+    parser.add_argument("--live-fx", action="store_true",
+                        help="poll the real ECB API instead of replaying the bundled recorded responses")
+
+
+def _banner(settings: Settings, airflow_url: str | None, warehouse: str) -> str:
+    from mbyn.orchestration.local import password_file
+
+    lines = ["", "=" * 72, "mbyn is running — M producers → Kafka → N consumer groups", "=" * 72,
+             f"Kafka bootstrap     {settings.bootstrap()}"]
+    if airflow_url:
+        user, password = "admin", settings.airflow_password
+        try:
+            password = json.loads(password_file(settings).read_text()).get(user, password)
+        except (OSError, ValueError):
+            pass
+        lines += [f"Airflow UI          {airflow_url}   (login {user} / {password})",
+                  f"Pipeline view       {airflow_url}/plugin/mbyn-pipeline   (or {airflow_url}/mbyn/)"]
+    lines += [f"Warehouse           {warehouse}",
+              '  query it          mbyn sql "SELECT country, count(*) FROM orders GROUP BY country"',
+              f"Reports             {settings.reports_dir}   (mbyn report; incidents/ from the alert DAG)",
+              f"Worker logs         {settings.logs_dir / 'workers'}",
+              "Reconciliation      mbyn status",
+              "Stop                Ctrl-C (or `mbyn down` from another terminal)", "=" * 72, ""]
+    return "\n".join(lines)
+
+
+def _seed_batch_sources(settings: Settings) -> None:
+    """One round of each batch producer so dimensions are filled before the streams need them."""
+    from mbyn.sources.customers_db import publish_customer_changes
+    from mbyn.sources.fx_rates import publish_fx_rates
+    from mbyn.sources.inventory_drop import publish_inventory_files, write_demo_file
+
+    for label, call in (("customers", lambda: publish_customer_changes(settings)),
+                        ("fx-rates", lambda: publish_fx_rates(settings)),
+                        ("inventory", lambda: (write_demo_file(settings), publish_inventory_files(settings))[1])):
+        try:
+            log.info("batch producer %s: %s", label, call())
+        except Exception as exc:  # noqa: BLE001 - a demo seed failing must not stop the pipeline; Airflow retries
+            log.warning("batch producer %s failed: %s (Airflow's DAG will retry on schedule)", label, exc)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from mbyn.kafka import cluster
+    from mbyn.kafka.admin import apply_topics
+    from mbyn.supervisor import Supervisor, parse_scale
+    from mbyn.warehouse.engine import init_schema, warehouse_engine
+
+    setup_logging()
+    stop = StopFlag().install()
+    scale = parse_scale(args.scale)
+    started: list[str] = []
+    env: dict[str, str] = {}
+    supervisor: Supervisor | None = None
+    airflow_url: str | None = None
+    try:
+        if cluster.running_state(settings) is None and not settings.bootstrap_servers:
+            cluster.up(settings, nodes=args.nodes)
+            started.append("kafka")
+        env["MBYN_BOOTSTRAP_SERVERS"] = settings.bootstrap()
+        if args.warehouse == "postgres" and not settings.warehouse_url:
+            from mbyn.warehouse import postgres_local
+
+            was_running = postgres_local.status(settings).get("running")
+            env["MBYN_WAREHOUSE_URL"] = postgres_local.up(settings)
+            if not was_running:
+                started.append("postgres")
+        if not args.live_fx and "MBYN_FX_REPLAY" not in os.environ:
+            env["MBYN_FX_REPLAY"] = "1"
+        os.environ.update(env)  # every child (workers, Airflow) sees the same world
+        settings = settings.model_copy(update={
+            "bootstrap_servers": env["MBYN_BOOTSTRAP_SERVERS"],
+            "warehouse_url": env.get("MBYN_WAREHOUSE_URL", settings.warehouse_url),
+            "fx_replay": settings.fx_replay or env.get("MBYN_FX_REPLAY") == "1"})
+        for change in apply_topics(settings):
+            if change.action != "unchanged":
+                log.info("topic %s: %s %s", change.topic, change.action, change.detail)
+        init_schema(warehouse_engine(settings))
+        if stop.is_set():
+            return 130
+        _seed_batch_sources(settings)
+        supervisor = Supervisor(settings, scale)
+        supervisor.start()
+        if not args.no_airflow and not stop.is_set():
+            from mbyn.orchestration import local
+
+            was_running = local.status(settings).get("running")
+            state = local.up(settings)
+            if not was_running:
+                started.append("airflow")
+            airflow_url = state.url
+        print(_banner(settings, airflow_url, settings.warehouse()), file=sys.stderr, flush=True)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        supervisor.supervise(stop, deadline)
+    finally:
+        if supervisor is not None:
+            supervisor.stop_all()
+        _stop_services(settings, started)
+    return 0
+
+
+def _stop_services(settings: Settings, started: list[str]) -> None:
+    """Stop what this run started, newest first."""
+    for service in reversed(started):
+        try:
+            if service == "airflow":
+                from mbyn.orchestration import local
+
+                local.down(settings)
+            elif service == "postgres":
+                from mbyn.warehouse import postgres_local
+
+                postgres_local.down(settings)
+            elif service == "kafka":
+                from mbyn.kafka import cluster
+
+                cluster.down(settings)
+        except Exception as exc:  # noqa: BLE001 - keep stopping the rest; report every failure
+            log.error("stopping %s failed: %s", service, exc)
+
+
+def down(settings: Settings, args: argparse.Namespace) -> int:
+    """Stop workers recorded by a running `mbyn run`, then Airflow, Postgres and Kafka."""
+    from mbyn.supervisor import stop_process_groups
+
+    setup_logging()
+    state_file = settings.var_dir / "run" / "workers.json"
+    try:
+        state: dict[str, Any] = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        state = {}
+    supervisor = state.get("supervisor")
+    if supervisor:
+        try:
+            os.kill(int(supervisor), 15)  # the supervisor stops its workers and services itself
+            log.info("asked `mbyn run` (pid %s) to stop", supervisor)
+        except ProcessLookupError:
+            pass
+    stop_process_groups([int(p) for p in state.get("workers", {}).values()], grace=30)
+    state_file.unlink(missing_ok=True)
+    _stop_services(settings, ["kafka", "postgres", "airflow"])
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="start the whole M×N pipeline and supervise it (Ctrl-C stops everything)")
+    add_arguments(p)
+    p.set_defaults(handler=run)
+    p = sub.add_parser("down", help="stop a running pipeline and every service it started")
+    p.set_defaults(handler=down)
