@@ -2,6 +2,8 @@
 # `make help` lists every target.
 
 SHELL := /bin/bash
+# Go is often installed outside the default PATH (the official tarball goes to /usr/local/go).
+export PATH := $(PATH):/usr/local/go/bin
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

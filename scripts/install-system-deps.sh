@@ -3,14 +3,14 @@
 #   default: JDK 17 + Maven (Kafka), PostgreSQL (warehouse tests), kcat (external client checks),
 #            Chromium + ChromeDriver (UI tests)
 set -euo pipefail
-want=(openjdk-17-jre-headless maven postgresql kcat chromium chromium-driver)
+want=(openjdk-17-jdk-headless maven postgresql kcat chromium chromium-driver)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 # A JDK from elsewhere (e.g. Temurin on PATH) is as good as Debian's.
-if command -v java >/dev/null 2>&1; then
-  missing=("${missing[@]/openjdk-17-jre-headless}")
+if command -v javac >/dev/null 2>&1; then
+  missing=("${missing[@]/openjdk-17-jdk-headless}")
 fi
 if command -v mvn >/dev/null 2>&1; then
   missing=("${missing[@]/maven}")

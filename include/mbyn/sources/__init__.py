@@ -21,5 +21,12 @@ PRODUCERS: dict[str, ProducerSpec] = {
     for spec in (
         ProducerSpec("clickstream", "mbyn.sources.generator",
                      "Python/Faker generator: endless shop sessions → clickstream + orders"),
+        ProducerSpec("fx-rates", "mbyn.sources.fx_rates", "ECB daily euro reference rates (HTTP poll) → fx-rates"),
+        ProducerSpec("customers", "mbyn.sources.customers_db", "shop database changes since the watermark → customers"),
+        ProducerSpec("inventory", "mbyn.sources.inventory_drop", "CSV / JSON Lines landing files → inventory"),
+        ProducerSpec("payments", "mbyn.sources.payments",
+                     "Java/kafka-clients payments service: orders → payment outcomes (authorized, declined, ...)"),
+        ProducerSpec("shipments", "mbyn.sources.shipments",
+                     "Go/franz-go shipment tracker: authorized payments → shipment status changes"),
     )
 }

@@ -1,0 +1,71 @@
+package dev.mbyn.payments;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * What the service did, shared between the main loop and the producer's delivery callbacks (thread-safe).
+ *
+ * <p>{@code sent} counts records handed to the producer (a duplicate counts twice); {@code delivered}
+ * and {@code failed} come from delivery callbacks; {@code invalid} payments failed the catalog schema
+ * and were not sent. The per-kind counters count payments sent, once each.
+ */
+final class Counters {
+    final AtomicLong sent = new AtomicLong();
+    final AtomicLong delivered = new AtomicLong();
+    final AtomicLong failed = new AtomicLong();
+    final AtomicLong invalid = new AtomicLong();
+    final AtomicLong orders = new AtomicLong();
+    final AtomicLong skippedOrders = new AtomicLong();
+    final AtomicLong authorized = new AtomicLong();
+    final AtomicLong declined = new AtomicLong();
+    final AtomicLong mismatched = new AtomicLong();
+    final AtomicLong late = new AtomicLong();
+    final AtomicLong lateSentEarly = new AtomicLong();
+    final AtomicLong duplicates = new AtomicLong();
+    final AtomicLong orphans = new AtomicLong();
+    final AtomicLong commits = new AtomicLong();
+
+    void countSent(Payment payment) {
+        switch (payment.kind()) {
+            case AUTHORIZED -> authorized.incrementAndGet();
+            case DECLINED -> declined.incrementAndGet();
+            case MISMATCHED -> mismatched.incrementAndGet();
+            case ORPHAN -> orphans.incrementAndGet();
+            default -> throw new IllegalStateException("unknown payment kind " + payment.kind());
+        }
+        if (payment.delayMs() > 0) {
+            late.incrementAndGet();
+        }
+    }
+
+    String line() {
+        return "orders=" + orders.get() + " sent=" + sent.get() + " delivered=" + delivered.get() + " failed="
+                + failed.get() + " invalid=" + invalid.get();
+    }
+
+    /** The summary printed as the last stdout line, in the shape of the Python producers' summaries. */
+    Map<String, Object> summary(String producer, String mode, String stoppedBy, double seconds) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("producer", producer);
+        out.put("mode", mode);
+        out.put("sent", sent.get());
+        out.put("delivered", delivered.get());
+        out.put("failed", failed.get());
+        out.put("invalid", invalid.get());
+        out.put("orders", orders.get());
+        out.put("skipped_orders", skippedOrders.get());
+        out.put("authorized", authorized.get());
+        out.put("declined", declined.get());
+        out.put("mismatched", mismatched.get());
+        out.put("late", late.get());
+        out.put("late_sent_early", lateSentEarly.get());
+        out.put("duplicates", duplicates.get());
+        out.put("orphans", orphans.get());
+        out.put("commits", commits.get());
+        out.put("stopped_by", stoppedBy);
+        out.put("seconds", Math.round(seconds * 100) / 100.0);
+        return out;
+    }
+}

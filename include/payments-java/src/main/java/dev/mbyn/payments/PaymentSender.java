@@ -1,0 +1,153 @@
+package dev.mbyn.payments;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
+import java.util.List;
+import java.util.Properties;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import tools.jackson.databind.ObjectMapper;
+import tools.jackson.databind.node.ObjectNode;
+
+/**
+ * Turns a {@link Payment} into an envelope, validates it against the catalog schema and sends it.
+ *
+ * <p>Producer: idempotent, {@code acks=all}, lz4, {@code linger.ms=20} and 256 KiB batches — safe and
+ * fast. {@link #send} does not wait for the broker (only for the first metadata, or while the 64 MiB
+ * buffer is full); delivery callbacks update the counters and the order's {@link Ticket}. An invalid
+ * payment is counted and logged, never sent.
+ */
+final class PaymentSender implements AutoCloseable {
+    static final String SOURCE = "payments-service";
+    private static final Logger LOG = LoggerFactory.getLogger("payments-service");
+    private static final DateTimeFormatter EVENT_TIME =
+            DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").withZone(ZoneOffset.UTC);
+
+    private final KafkaProducer<String, byte[]> producer;
+    private final String topic;
+    private final PaymentSchema schema;
+    private final ObjectMapper mapper;
+    private final Counters counters;
+    private final Throttle invalidLog = new Throttle(10_000);
+    private final Throttle failureLog = new Throttle(10_000);
+
+    PaymentSender(Options options, PaymentSchema schema, ObjectMapper mapper, Counters counters) {
+        Properties config = new Properties();
+        config.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, options.bootstrap());
+        config.put(ProducerConfig.CLIENT_ID_CONFIG, SOURCE);
+        config.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
+        config.put(ProducerConfig.ACKS_CONFIG, "all");
+        config.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, "lz4");
+        config.put(ProducerConfig.LINGER_MS_CONFIG, "20");
+        config.put(ProducerConfig.BATCH_SIZE_CONFIG, String.valueOf(256 * 1024));
+        config.put(ProducerConfig.BUFFER_MEMORY_CONFIG, String.valueOf(64L * 1024 * 1024));
+        config.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "120000");
+        config.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        config.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        this.producer = new KafkaProducer<>(config);
+        this.topic = options.paymentsTopic();
+        this.schema = schema;
+        this.mapper = mapper;
+        this.counters = counters;
+    }
+
+    /**
+     * Send {@code copies} copies of the payment's event (1 normally, 2 for a duplicate, fewer when the
+     * {@code --count} budget is nearly spent). Returns how many records were handed to the producer
+     * (0 if the payment was invalid). The ticket, if any, expects one acknowledgement per record.
+     */
+    int send(Payment payment, int copies, Ticket ticket) {
+        ObjectNode envelope = envelope(payment);
+        List<String> violations = schema.violations(envelope);
+        if (!violations.isEmpty()) {
+            counters.invalid.incrementAndGet();
+            long suppressed = invalidLog.pass();
+            if (suppressed >= 0) {
+                LOG.warn("invalid payment not sent (order {}): {}{}", payment.orderId(),
+                        String.join("; ", violations.subList(0, Math.min(5, violations.size()))),
+                        suppressed > 0 ? " (" + suppressed + " similar lines suppressed)" : "");
+            }
+            return 0;
+        }
+        byte[] value = mapper.writeValueAsBytes(envelope);
+        if (ticket != null) {
+            ticket.expect(copies);
+        }
+        for (int i = 0; i < copies; i++) {
+            ProducerRecord<String, byte[]> record = new ProducerRecord<>(topic, payment.key(), value);
+            record.headers().add("source", SOURCE.getBytes(StandardCharsets.UTF_8));
+            record.headers().add("trace_id", payment.traceId().getBytes(StandardCharsets.UTF_8));
+            try {
+                producer.send(record, (metadata, error) -> onDelivery(error, ticket));
+            } catch (RuntimeException e) {
+                // Errors the producer throws instead of passing to the callback (closed, interrupted, serializer).
+                onDelivery(e, ticket);
+            }
+            counters.sent.incrementAndGet();
+        }
+        counters.countSent(payment);
+        if (copies > 1) {
+            counters.duplicates.addAndGet(copies - 1);
+        }
+        return copies;
+    }
+
+    private void onDelivery(Exception error, Ticket ticket) {
+        if (error == null) {
+            counters.delivered.incrementAndGet();
+            if (ticket != null) {
+                ticket.acknowledged();
+            }
+            return;
+        }
+        counters.failed.incrementAndGet();
+        if (ticket != null) {
+            ticket.failed();
+        }
+        long suppressed = failureLog.pass();
+        if (suppressed >= 0) {
+            LOG.error("payment not delivered to {}: {}{}", topic, error.toString(),
+                    suppressed > 0 ? " (" + suppressed + " similar lines suppressed)" : "");
+        }
+    }
+
+    ObjectNode envelope(Payment payment) {
+        ObjectNode envelope = mapper.createObjectNode();
+        envelope.put("event_id", payment.eventId());
+        envelope.put("event_type", payment.eventType());
+        envelope.put("schema_version", schema.schemaVersion());
+        envelope.put("event_time", EVENT_TIME.format(Instant.now()));
+        envelope.put("source", SOURCE);
+        envelope.put("trace_id", payment.traceId());
+        ObjectNode payload = envelope.putObject("payload");
+        payload.put("payment_id", payment.paymentId());
+        payload.put("order_id", payment.orderId());
+        payload.put("amount", payment.amount());
+        payload.put("currency", payment.currency());
+        payload.put("status", payment.status());
+        payload.put("method", payment.method());
+        return envelope;
+    }
+
+    /** Wait until every record sent so far is acknowledged or has failed. */
+    void flush() {
+        producer.flush();
+    }
+
+    @Override
+    public void close() {
+        producer.close();
+    }
+
+    /** Close without waiting for anything in flight (the self-check's producer never had a broker). */
+    void abandon() {
+        producer.close(java.time.Duration.ZERO);
+    }
+}
