@@ -159,7 +159,7 @@ def _stop_services(settings: Settings, started: list[str]) -> None:
 
 def down(settings: Settings, args: argparse.Namespace) -> int:
     """Stop workers recorded by a running `mbyn run`, then Airflow, Postgres and Kafka."""
-    from mbyn.supervisor import stop_process_groups
+    from mbyn.runtime import stop_process_groups
 
     setup_logging()
     state_file = settings.var_dir / "run" / "workers.json"

@@ -101,3 +101,91 @@ def backoff_delays(initial: float = 0.5, maximum: float = 15.0, factor: float = 
     while True:
         yield delay
         delay = min(maximum, delay * factor)
+
+
+# Processes and ports ------------------------------------------------------------------------------------
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as dead)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _group_alive(pgid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid_alive(pgid) or _has_live_member(pgid)
+
+
+def _has_live_member(pgid: int) -> bool:
+    from pathlib import Path
+
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def stop_process_groups(pgids: list[int], grace: float, who: str = "process group") -> None:
+    """SIGTERM each process group, wait up to ``grace`` seconds, then SIGKILL the groups still alive.
+
+    SIGTERM lets producers flush and consumers commit; the bounded wait keeps a stuck process (a broker
+    waiting for a lost quorum) from hanging the caller.
+    """
+    import os
+
+    log = logging.getLogger("mbyn.runtime")
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(p) for p in pgids):
+        for pgid in pgids:  # reap our own children so they do not linger as zombies
+            try:
+                os.waitpid(pgid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.2)
+    for pgid in pgids:
+        if _group_alive(pgid):
+            log.warning("%s %d did not stop within %.0fs; sending SIGKILL", who, pgid, grace)
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbyn.errors import ConfigError
-from mbyn.runtime import StopFlag
+from mbyn.runtime import StopFlag, stop_process_groups
 from mbyn.settings import Settings
 
 log = logging.getLogger("mbyn.run")
@@ -158,7 +157,7 @@ class Supervisor:
         running = [c.proc for c in self.copies if c.proc is not None and c.proc.poll() is None]
         if running:
             log.info("stopping %d worker processes (SIGTERM, up to %.0fs) ...", len(running), self.grace)
-        stop_process_groups([p.pid for p in running], self.grace)
+        stop_process_groups([p.pid for p in running], self.grace, who="worker")
         for proc in running:
             try:
                 proc.wait(1)
@@ -181,40 +180,6 @@ def _supports_instance_id(name: str) -> bool:
         except SystemExit:
             return False
     return True
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def stop_process_groups(pgids: list[int], grace: float) -> None:
-    """SIGTERM each process group; SIGKILL the groups still alive after ``grace`` seconds."""
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(group_alive(p) for p in pgids):
-        for pgid in pgids:
-            try:
-                os.waitpid(pgid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.2)
-    for pgid in pgids:
-        if group_alive(pgid):
-            log.warning("process group %d did not stop in %.0fs; SIGKILL", pgid, grace)
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def parse_scale(items: list[str]) -> dict[str, int]:

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mbyn.errors import ClusterError
+from mbyn.runtime import pid_alive, port_open, stop_process_groups
 from mbyn.settings import INCLUDE_DIR, Settings
 
 DIST_DIR = INCLUDE_DIR / "kafka-dist"
@@ -168,29 +168,6 @@ def server_properties(node: Node, all_nodes: list[Node]) -> str:
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still "exists"; treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return True
-
-
 # Lifecycle -------------------------------------------------------------------------------------------
 
 
@@ -242,7 +219,7 @@ def start_node(settings: Settings, node: Node, die_with_parent: bool = False) ->
             java_cmd(settings, "kafka.Kafka", str(node.home / "server.properties"), logs_dir=logs),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=not die_with_parent,
-            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509 - no threads started yet
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     finally:
         out.close()
@@ -322,30 +299,6 @@ def wait_ready(settings: Settings, plan: list[Node], procs: dict[int, subprocess
             time.sleep(0.25)
 
 
-def stop_pids(pids: list[int], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM every process group, wait up to ``timeout``, then SIGKILL what is left."""
-    for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        for pid in pids:  # reap our own children so they do not linger as zombies
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.2)
-    for pid in pids:
-        if pid_alive(pid):
-            log(f"pid {pid} did not stop within {timeout:.0f}s; sending SIGKILL")
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def down(settings: Settings, timeout: float = STOP_TIMEOUT_S) -> bool:
     """Stop the recorded cluster; returns False if nothing was running."""
     state = ClusterState.load(settings.cluster_file)
@@ -355,7 +308,7 @@ def down(settings: Settings, timeout: float = STOP_TIMEOUT_S) -> bool:
     alive = [p for p in pids if pid_alive(p)]
     if alive:
         log(f"stopping {len(alive)} node(s) ...")
-        stop_pids(alive, timeout)
+        stop_process_groups(alive, timeout, who="kafka node")
     settings.cluster_file.unlink(missing_ok=True)
     log("stopped")
     return bool(alive)
@@ -385,14 +338,18 @@ def kill_node(settings: Settings, node_id: int, sig: int = signal.SIGKILL) -> in
     return pid
 
 
-def restart_node(settings: Settings, node_id: int, timeout: float = START_TIMEOUT_S) -> int:
-    """Start a stopped node of the running cluster again and wait for its broker port."""
+def restart_node(settings: Settings, node_id: int, timeout: float = START_TIMEOUT_S,
+                 die_with_parent: bool = False) -> int:
+    """Start a stopped node of the running cluster again and wait for its broker port.
+
+    ``die_with_parent`` as for ``up``: a test restarting a node of its cluster keeps it tied to the test.
+    """
     state = ClusterState.load(settings.cluster_file)
     if state is None:
         raise ClusterError("no cluster recorded")
     plan = plan_nodes(settings, state.nodes)
     node = next(n for n in plan if n.node_id == node_id)
-    proc = start_node(settings, node)
+    proc = start_node(settings, node, die_with_parent)
     state.pids[str(node_id)] = proc.pid
     state.save(settings.cluster_file)
     wait_ready(settings, [node], {node_id: proc}, timeout)

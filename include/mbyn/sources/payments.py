@@ -25,18 +25,15 @@ import argparse
 import fcntl
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from mbyn.catalog import CATALOG_FILE
 from mbyn.errors import BuildError
 from mbyn.settings import INCLUDE_DIR, Settings
+from mbyn.sources.external import run_external
 
 SOURCE = "payments-service"
 JAVA_DIR = INCLUDE_DIR / "payments-java"
@@ -139,12 +136,6 @@ def command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def environment(settings: Settings) -> dict[str, str]:
-    """The process environment plus the settings the service reads."""
-    return {**os.environ, "MBYN_BOOTSTRAP_SERVERS": settings.bootstrap(), "MBYN_TOPIC_PREFIX": settings.topic_prefix,
-            "MBYN_CATALOG": str(CATALOG_FILE)}
-
-
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Build if needed, run the service until it exits, forward SIGTERM/SIGINT; return its exit code."""
     for name in ("count", "rate", "duration", "idle_exit", "max_broker_wait"):
@@ -152,22 +143,4 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             raise SystemExit(f"mbyn: --{name.replace('_', '-')} must be positive, got {value}")
     print(f"==> build payments: {build(settings)}", file=sys.stderr, flush=True)
-    # Own process group: a terminal's Ctrl-C reaches only this launcher, which forwards it exactly once.
-    proc = subprocess.Popen(command(args), env=environment(settings), start_new_session=True)
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, forward)
-    try:
-        return proc.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if proc.poll() is None:  # the launcher itself is being torn down (an exception): do not orphan
-            proc.terminate()
-            proc.wait(timeout=60)
+    return run_external(command(args), settings, stop_timeout=60)

@@ -19,17 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
-from mbyn.catalog import CATALOG_FILE
 from mbyn.errors import BuildError
 from mbyn.settings import INCLUDE_DIR, Settings
+from mbyn.sources.external import run_external
 
 SOURCE = "shipment-tracker"
 GO_DIR = INCLUDE_DIR / "shipments-go"
@@ -93,34 +89,9 @@ def command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def environment(settings: Settings) -> dict[str, str]:
-    """The process environment plus the settings the tracker reads."""
-    return {**os.environ, "MBYN_BOOTSTRAP_SERVERS": settings.bootstrap(), "MBYN_TOPIC_PREFIX": settings.topic_prefix,
-            "MBYN_CATALOG": str(CATALOG_FILE)}
-
-
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Build if needed, run the tracker until it exits, forward SIGTERM/SIGINT; return its exit code."""
     if args.stage_delay < 0:
         raise SystemExit("mbyn: --stage-delay must be 0 or more seconds")
     print(f"==> build shipments: {build(settings)}", file=sys.stderr, flush=True)
-    # Own process group: a terminal's Ctrl-C reaches only this launcher, which forwards it exactly once
-    # (the tracker treats a second signal as "exit now").
-    proc = subprocess.Popen(command(args), env=environment(settings), start_new_session=True)
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, forward)
-    try:
-        return proc.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if proc.poll() is None:  # the launcher itself is being torn down (an exception): do not orphan
-            proc.terminate()
-            proc.wait(timeout=30)
+    return run_external(command(args), settings, stop_timeout=30)

@@ -32,7 +32,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mbyn.errors import PortInUseError, PostgresError, PostgresNotInstalledError
+from mbyn.runtime import port_open
 from mbyn.settings import Settings
 
 SERVER_OS_USER = "postgres"
@@ -263,14 +263,6 @@ def running_pid_port(pg: LocalPostgres) -> tuple[int, int] | None:
     except PermissionError:
         pass
     return pid, port
-
-
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _tail(path: Path, lines: int = 20) -> str:
