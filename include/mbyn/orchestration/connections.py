@@ -1,0 +1,49 @@
+"""The Airflow connections to Kafka, derived from the mbyn settings (one place, one name per idea).
+
+Each consumer use gets its own connection id and therefore its own consumer group, so that an hourly
+batch load joining its group never rebalances the always-on alert watcher:
+
+* ``kafka_default`` — batch loads (``ConsumeFromTopicOperator``), group ``<prefix>mbyn-airflow-batch``.
+* ``kafka_incidents`` — the incident DAG's asset watcher, group ``<prefix>mbyn-incident-watcher``.
+
+Both disable auto-commit: the operator then commits exactly at ``commit_cadence`` and the shared-stream
+trigger refuses to start otherwise. ``auto.offset.reset=earliest`` makes a brand-new group start at
+the beginning of the topic, so an alert written before the watcher first subscribed is not skipped.
+Group ids carry the topic prefix, so isolated environments (tests) never share offsets.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mbyn.settings import Settings
+
+#: Connection id of batch consumers and of producers run by Airflow.
+KAFKA_CONN_ID = "kafka_default"
+#: Connection id of the incident DAG's asset watcher.
+INCIDENTS_CONN_ID = "kafka_incidents"
+
+_GROUPS = {KAFKA_CONN_ID: "mbyn-airflow-batch", INCIDENTS_CONN_ID: "mbyn-incident-watcher"}
+
+
+def kafka_extra(settings: Settings, conn_id: str = KAFKA_CONN_ID) -> dict[str, Any]:
+    """The librdkafka configuration (the connection's ``extra``) for ``conn_id``."""
+    try:
+        group = _GROUPS[conn_id]
+    except KeyError:
+        raise ValueError(f"unknown Kafka connection id {conn_id!r}; known: {', '.join(_GROUPS)}") from None
+    return {
+        "bootstrap.servers": settings.bootstrap(),
+        "group.id": settings.topic_prefix + group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+
+
+def connection_env(settings: Settings) -> dict[str, str]:
+    """``AIRFLOW_CONN_<ID>`` environment variables defining every mbyn Kafka connection."""
+    return {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({"conn_type": "kafka", "extra": kafka_extra(settings, conn_id)})
+        for conn_id in _GROUPS
+    }
