@@ -38,7 +38,7 @@ everything around it:
   go away; the previous batch is always fully processed and committed by then, because librdkafka only
   runs rebalance callbacks inside ``consume``.
 * **Shutdown.** SIGTERM/SIGINT (``StopFlag``), ``duration`` or ``idle_exit`` (seconds without a record,
-  counted from the last record or rebalance; a copy that never joins the group gives up after
+  counted from the end of the last batch or rebalance; a copy that never joins the group gives up after
   ``idle_exit`` + 60 s) stop the loop between batches: the current batch is finished and committed, then the consumer is
   closed in ``finally`` (leaving the group promptly), and a JSON summary line is printed on stdout.
 * **Broker down at start** → ``wait_for_broker`` (back-off, one line per attempt).
@@ -226,6 +226,14 @@ class StreamConsumer:
     def on_idle(self, runtime: ConsumerRuntime) -> None:
         """Called after every poll that returned no record (timers, window flushes, lag sampling)."""
 
+    def offsets_to_commit(self, batch: Batch) -> Mapping[PartitionKey, int]:
+        """What the runtime commits after ``batch`` (``"kafka"``/``"sink"`` modes); default its next offsets.
+
+        A consumer holding state built from records (a join) returns less — per partition the oldest
+        offset it still needs — so a restarted copy rebuilds that state by re-reading from there.
+        """
+        return batch.next_offsets
+
     def close(self) -> None:
         """Called once at exit (in ``finally``), after the Kafka consumer is closed."""
 
@@ -322,10 +330,12 @@ class ConsumerRuntime:
                 messages = self._kafka.consume(app.batch_size, app.batch_timeout)
                 records = self._records(messages)
                 if records:
-                    last_record = time.monotonic()
                     if not self._handle(records):
                         stopped_by = self.stop.reason or "stop"
                         break
+                    # Counted from the end of the batch: time spent writing it (or retrying through a
+                    # sink outage) is not time without records.
+                    last_record = time.monotonic()
                 else:
                     app.on_idle(self)
                 progress.tick()
@@ -437,17 +447,19 @@ class ConsumerRuntime:
         return self._process_with_retry(Batch([], batch.next_offsets))
 
     def _commit(self, batch: Batch) -> None:
-        from confluent_kafka import KafkaException
+        from confluent_kafka import KafkaException, TopicPartition
 
         mode = self.app.commit_mode
-        if mode == "transaction" or not batch.next_offsets:
+        offsets = self.app.offsets_to_commit(batch)
+        if mode == "transaction" or not offsets:
             return
         # Synchronous in both modes: a few milliseconds per batch buys "committed == written" at every
         # stop, which lag monitoring and operators rely on. In "sink" mode a failure is harmless (the sink
         # holds the offsets that count); in "kafka" mode it means the batch will be re-delivered.
         consequence = "informational only" if mode == "sink" else "the batch will be re-delivered"
         try:
-            result = self.kafka.commit(offsets=batch.offsets(), asynchronous=False)
+            result = self.kafka.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                                       asynchronous=False)
         except KafkaException as exc:
             # Typically a rebalance took the partitions away while the batch was being processed.
             self.counters.commit_failures += 1

@@ -36,6 +36,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "batch.size": 512 * 1024,
     "queue.buffering.max.messages": 200_000,
     "message.timeout.ms": 120_000,
+    # Java's (and franz-go's) key hashing: a key lands in the same partition whichever language wrote it,
+    # which joins of co-partitioned topics (orders ⋈ payments in the fraud-detector) rely on.
+    "partitioner": "murmur2_random",
 }
 
 

@@ -183,6 +183,15 @@ lag_samples = Table(
     Index("ix_lag_samples_group_time", "consumer_group", "sampled_at"),
 )
 
+stream_watermarks = Table(  # per-partition event-time progress of windowed consumers (sales-aggregator)
+    "stream_watermarks", metadata,
+    Column("consumer_group", String(255), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("max_event_time", _ts(), nullable=False),  # stored with the offsets, in the same transaction
+    Column("updated_at", _ts(), nullable=False),
+)
+
 alerts = Table(
     "alerts", metadata,
     Column("alert_id", ID, primary_key=True),
