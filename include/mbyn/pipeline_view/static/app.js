@@ -1,0 +1,274 @@
+// The mbyn pipeline view: polls the JSON API next to this page and redraws. No framework, no build step.
+"use strict";
+
+const REFRESH_MS = 3000;
+const STATUS_EVERY = 4;          // the reconciliation reads records: refresh it every 4th tick only
+const SVG_NS = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+let tick = 0;
+
+async function getJSON(path) {
+  const response = await fetch(path, { credentials: "same-origin" });
+  if (!response.ok) {
+    const text = await response.text();
+    throw new Error(`${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
+  }
+  return response.json();
+}
+
+function fmtRate(rate) {
+  if (rate === null || rate === undefined) return "…";
+  return rate >= 100 ? rate.toFixed(0) : rate.toFixed(1);
+}
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function cell(row, text, cls) {
+  const td = row.insertCell();
+  td.textContent = text === null || text === undefined ? "–" : String(text);
+  if (cls) td.className = cls;
+  return td;
+}
+
+// Graph ----------------------------------------------------------------------------------------------
+
+const NODE_W = 210, NODE_H = 40, ROW_GAP = 10, COL_GAP = 150, PAD = 16;
+
+function drawGraph(graph) {
+  const svg = $("graph");
+  svg.replaceChildren();
+  const columns = [
+    graph.producers.map((p) => ({ ...p, kind: "producer",
+      sub: `${p.source || "?"} · ${fmtRate(p.rate)}/s`, idle: !p.active && !p.rate })),
+    graph.topics.map((t) => ({ ...t, kind: "topic",
+      sub: `${t.partitions}p · end ${t.end} · ${fmtRate(t.rate)}/s`, idle: !t.end })),
+    graph.groups.map((g) => ({ ...g, kind: "group",
+      sub: `×${g.members} · lag ${g.lag} · ${fmtRate(g.rate)}/s`, idle: g.members === 0 })),
+  ];
+  const rows = Math.max(...columns.map((c) => c.length), 1);
+  const width = PAD * 2 + NODE_W * 3 + COL_GAP * 2;
+  const height = PAD * 2 + rows * (NODE_H + ROW_GAP);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("height", String(height));
+  const pos = {};
+  columns.forEach((nodes, col) => {
+    const offset = (rows - nodes.length) * (NODE_H + ROW_GAP) / 2;
+    nodes.forEach((n, i) => {
+      pos[n.id] = { x: PAD + col * (NODE_W + COL_GAP), y: PAD + offset + i * (NODE_H + ROW_GAP), col };
+    });
+  });
+  const edges = el("g");
+  svg.appendChild(edges);
+  const rates = {};
+  columns.flat().forEach((n) => { rates[n.id] = n.rate; });
+  for (const e of graph.edges) {
+    const a = pos[e.from], b = pos[e.to];
+    if (!a || !b) continue;
+    const back = a.col > b.col;
+    const x1 = back ? a.x : a.x + NODE_W, y1 = a.y + NODE_H / 2;
+    const x2 = back ? b.x + NODE_W : b.x, y2 = b.y + NODE_H / 2;
+    const bend = back ? -60 : 60;
+    const live = (rates[e.from] || 0) > 0 && (rates[e.to] || 0) > 0;
+    edges.appendChild(el("path", {
+      d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`,
+      class: `edge${back ? " back" : ""}${live ? " live" : ""}`, "data-from": e.from, "data-to": e.to,
+    }));
+  }
+  for (const n of columns.flat()) {
+    const p = pos[n.id];
+    const g = el("g", { class: `node ${n.kind}${n.idle ? " idle" : ""}`, transform: `translate(${p.x},${p.y})`,
+      "data-kind": n.kind, "data-name": n.name, "data-rate": n.rate === null || n.rate === undefined ? "" : String(n.rate),
+      "data-members": n.members === undefined ? "" : String(n.members) });
+    g.appendChild(el("title", {}, n.kind === "group" ? `${n.group} (${n.state}) ${n.client_ids.join(", ")}`
+      : n.kind === "producer" ? (n.help || n.name) : n.physical));
+    g.appendChild(el("rect", { width: NODE_W, height: NODE_H }));
+    g.appendChild(el("text", { x: 8, y: 16, class: "title" }, n.name));
+    g.appendChild(el("text", { x: 8, y: 32, class: "sub" }, n.sub));
+    svg.appendChild(g);
+  }
+  $("window").textContent = String(graph.rate_window_s);
+  $("sampled").textContent = `sampled ${graph.sampled_at}`;
+}
+
+// Groups ---------------------------------------------------------------------------------------------
+
+function sparkline(history) {
+  const w = 140, h = 28;
+  const svg = el("svg", { width: w, height: h, class: "spark", viewBox: `0 0 ${w} ${h}` });
+  if (history.length < 2) return svg;
+  const t0 = Date.parse(history[0].at), t1 = Date.parse(history[history.length - 1].at) || t0 + 1;
+  const max = Math.max(...history.map((p) => p.lag), 1);
+  const points = history.map((p) => {
+    const x = ((Date.parse(p.at) - t0) / Math.max(t1 - t0, 1)) * (w - 2) + 1;
+    const y = h - 2 - (p.lag / max) * (h - 4);
+    return `${x.toFixed(1)},${y.toFixed(1)}`;
+  });
+  svg.appendChild(el("polyline", { points: points.join(" ") }));
+  svg.appendChild(el("title", {}, `max lag ${max}`));
+  return svg;
+}
+
+function drawGroups(view) {
+  const body = $("groups").tBodies[0];
+  body.replaceChildren();
+  $("minutes").textContent = String(view.minutes);
+  for (const g of view.groups) {
+    const row = body.insertRow();
+    row.dataset.group = g.group;
+    const name = cell(row, g.consumer);
+    name.title = `${g.group} · ${g.state} · ${g.client_ids.join(", ") || "no members"}`;
+    cell(row, g.member_count, "num");
+    cell(row, g.lag, `num ${g.lag > 0 ? "bad" : ""}`);
+    row.insertCell().appendChild(sparkline(g.history));
+    cell(row, fmtRate(g.rate), "num");
+  }
+}
+
+// Status ---------------------------------------------------------------------------------------------
+
+function drawStatus(status) {
+  const verdict = $("verdict");
+  verdict.textContent = `reconciliation: ${status.verdict}`;
+  verdict.className = `verdict ${status.balanced ? "ok" : "bad"}`;
+  verdict.dataset.balanced = String(status.balanced);
+  const problems = $("problems");
+  problems.replaceChildren(...status.problems.map((p) => {
+    const line = document.createElement("p");
+    line.className = "bad small";
+    line.textContent = p;
+    return line;
+  }));
+  const recon = $("recon").tBodies[0];
+  recon.replaceChildren();
+  for (const [topic, r] of Object.entries(status.reconciliation.topics)) {
+    if (!r.span && !r.rows) continue;
+    const row = recon.insertRow();
+    cell(row, topic).title = r.notes.join("\n");
+    cell(row, r.records ?? `≤${r.span}`, "num");
+    cell(row, r.pending, `num ${r.pending ? "bad" : ""}`);
+    cell(row, r.quarantined, "num");
+    cell(row, r.rows, "num");
+    cell(row, r.balanced ? "✓" : "✗", r.balanced ? "good" : "bad");
+  }
+  const q = $("quarantine").tBodies[0];
+  q.replaceChildren();
+  for (const item of status.warehouse.quarantine) {
+    const row = q.insertRow();
+    const prefix = status.topic_prefix;
+    cell(row, item.topic && prefix && item.topic.startsWith(prefix) ? item.topic.slice(prefix.length) : item.topic);
+    cell(row, item.reason);
+    cell(row, item.count, "num");
+    cell(row, item.replayed, "num");
+  }
+  const dlq = status.topics["dead-letters"];
+  $("dlq-topic").textContent = dlq ? `dead-letters topic: ${dlq.span} record(s); quarantined: ${status.warehouse.quarantined}` : "";
+  const tables = $("tables").tBodies[0];
+  tables.replaceChildren();
+  for (const [name, rows] of Object.entries(status.warehouse.tables)) {
+    const row = tables.insertRow();
+    row.dataset.table = name;
+    cell(row, name);
+    cell(row, rows, "num");
+  }
+}
+
+function drawReports(view) {
+  const list = $("reports");
+  list.replaceChildren();
+  if (!view.reports.length) {
+    const li = document.createElement("li");
+    li.className = "small";
+    li.textContent = `no reports yet in ${view.reports_dir}`;
+    list.appendChild(li);
+  }
+  for (const r of view.reports.slice(0, 15)) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = r.url;
+    a.target = "_blank";
+    a.textContent = r.path;
+    li.append(a, ` (${r.modified})`);
+    list.appendChild(li);
+  }
+}
+
+// Topic browser --------------------------------------------------------------------------------------
+
+function browseQuery(extra = {}) {
+  const params = new URLSearchParams();
+  const key = $("key").value.trim(), header = $("header").value.trim();
+  if (key) params.set("key", key);
+  if (header) params.set("header", header);
+  params.set("limit", $("limit").value || "20");
+  for (const [k, v] of Object.entries(extra)) params.set(k, v);
+  return params.toString();
+}
+
+function updateExportLinks() {
+  const topic = encodeURIComponent($("topic").value);
+  $("export-json").href = `api/topics/${topic}/export?${browseQuery({ format: "json" })}`;
+  $("export-csv").href = `api/topics/${topic}/export?${browseQuery({ format: "csv" })}`;
+}
+
+async function browse(event) {
+  if (event) event.preventDefault();
+  updateExportLinks();
+  const topic = encodeURIComponent($("topic").value);
+  const result = await getJSON(`api/topics/${topic}/messages?${browseQuery()}`);
+  $("browse-info").textContent = `${result.count} record(s) shown, ${result.scanned} read from ${result.physical}`;
+  const body = $("messages").tBodies[0];
+  body.replaceChildren();
+  for (const m of result.messages) {
+    const row = body.insertRow();
+    cell(row, `${m.partition}@${m.offset}`);
+    cell(row, m.timestamp);
+    cell(row, m.key);
+    cell(row, Object.entries(m.headers).map(([k, v]) => `${k}=${v}`).join(" "));
+    cell(row, typeof m.value === "string" ? m.value : JSON.stringify(m.value));
+  }
+}
+
+function fillTopics(graph) {
+  const select = $("topic");
+  if (select.options.length) return;
+  for (const t of graph.topics) select.add(new Option(t.name, t.name));
+  updateExportLinks();
+}
+
+// Loop -----------------------------------------------------------------------------------------------
+
+async function refresh() {
+  try {
+    const [graph, groups] = await Promise.all([getJSON("api/graph"), getJSON("api/groups")]);
+    drawGraph(graph);
+    fillTopics(graph);
+    drawGroups(groups);
+    if (tick % STATUS_EVERY === 0) {
+      const [status, reports] = await Promise.all([getJSON("api/status"), getJSON("api/reports")]);
+      drawStatus(status);
+      drawReports(reports);
+    }
+    $("error").hidden = true;
+  } catch (err) {
+    $("error").textContent = String(err);
+    $("error").hidden = false;
+  }
+  tick += 1;
+}
+
+async function loop() {
+  if ($("auto").checked) await refresh();
+  setTimeout(loop, REFRESH_MS);
+}
+
+$("every").textContent = String(REFRESH_MS / 1000);
+$("browse").addEventListener("submit", (e) => browse(e).catch((err) => {
+  $("browse-info").textContent = String(err);
+}));
+for (const id of ["key", "header", "limit", "topic"]) $(id).addEventListener("change", updateExportLinks);
+loop();
