@@ -35,7 +35,7 @@ build: python-deps ## resolve the Kafka jars and build the Java and Go producers
 deps: system-deps python-deps build ## everything `make run` and `make test` need
 
 run: deps ## start the whole pipeline on embedded defaults (Ctrl-C stops everything)
-	@$(BIN)/mbyn up $(RUN_ARGS)
+	@$(BIN)/mbyn run $(RUN_ARGS)
 
 stop: ## stop a pipeline left running in the background
 	@$(BIN)/mbyn down
