@@ -74,3 +74,15 @@ class PostgresNotInstalledError(PostgresError):
 
 class PortInUseError(MbynError):
     """A port mbyn wants to listen on is taken by another program; the message names the setting to change."""
+
+
+class ReportError(MbynError):
+    """A report could not be built or written (bad date, reports folder not writable)."""
+
+
+class ReplayError(MbynError):
+    """A replay request cannot be carried out as asked (unknown topic or group, bad timestamp, no source)."""
+
+
+class ConsumerGroupActiveError(ReplayError):
+    """A consumer group's offsets cannot be moved while it has active members: stop its consumers first."""
