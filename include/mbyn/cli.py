@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka cluster").add_subparsers(dest="action", required=True)
     p = kafka.add_parser("up", help="start the cluster (formats storage on first run) and wait until ready")
-    p.add_argument("--nodes", type=int, choices=(1, 3), default=None, help="1 or 3 combined KRaft nodes (default: MBYN_KAFKA_NODES or 1)")
+    p.add_argument("--nodes", type=int, choices=(1, 3), default=None,
+                   help="1 or 3 combined KRaft nodes (default: MBYN_KAFKA_NODES or 1)")
     p.set_defaults(handler=_kafka_up)
     p = kafka.add_parser("down", help="stop the cluster (SIGTERM, then SIGKILL after 30 s)")
     p.set_defaults(handler=_kafka_down)

@@ -69,9 +69,16 @@ def _seed_batch_sources(settings: Settings) -> None:
     from mbyn.sources.fx_rates import publish_fx_rates
     from mbyn.sources.inventory_drop import publish_inventory_files, write_demo_file
 
+    def inventory() -> dict[str, Any]:
+        demo = write_demo_file(settings)
+        # The file is complete (written as .part, then renamed): age it past the half-written-file guard.
+        old = time.time() - 3600
+        os.utime(demo, (old, old))
+        return publish_inventory_files(settings)
+
     for label, call in (("customers", lambda: publish_customer_changes(settings)),
                         ("fx-rates", lambda: publish_fx_rates(settings)),
-                        ("inventory", lambda: (write_demo_file(settings), publish_inventory_files(settings))[1])):
+                        ("inventory", inventory)):
         try:
             log.info("batch producer %s: %s", label, call())
         except Exception as exc:  # noqa: BLE001 - a demo seed failing must not stop the pipeline; Airflow retries

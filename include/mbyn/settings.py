@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     fx_url: str = Field(
         default="https://www.ecb.europa.eu/stats/eurofxref/",
         pattern=r"^https?://[^\s/]+(/[^\s]*)?/$",
-        description="Base URL (http/https, ending in /) of the ECB files eurofxref-daily.xml and eurofxref-hist-90d.xml.",
+        description="Base URL (http/https, ending in /) of the ECB files eurofxref-daily.xml and "
+        "eurofxref-hist-90d.xml.",
     )
     fx_replay: bool = Field(
         default=False,

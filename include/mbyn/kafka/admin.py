@@ -30,7 +30,8 @@ def admin_client(settings: Settings | None = None, timeout_s: float = 30.0) -> A
     try:
         client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise BrokerUnavailableError(f"no broker answered at {settings.bootstrap()} within {timeout_s:.0f}s: {exc}") from None
+        raise BrokerUnavailableError(
+            f"no broker answered at {settings.bootstrap()} within {timeout_s:.0f}s: {exc}") from None
     return client
 
 

@@ -99,7 +99,8 @@ def ensure_jars(settings: Settings) -> Path:
            "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ClusterError(f"Maven could not resolve Kafka (exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+        raise ClusterError(f"Maven could not resolve Kafka (exit {result.returncode}):\n"
+                           f"{result.stdout[-3000:]}{result.stderr[-2000:]}")
     (tmp / ".pom-sha256").write_text(digest)
     shutil.rmtree(lib, ignore_errors=True)
     tmp.replace(lib)
@@ -107,7 +108,8 @@ def ensure_jars(settings: Settings) -> Path:
     return lib
 
 
-def java_cmd(settings: Settings, main_class: str, *args: str, heap: str | None = None, logs_dir: Path | None = None) -> list[str]:
+def java_cmd(settings: Settings, main_class: str, *args: str, heap: str | None = None,
+             logs_dir: Path | None = None) -> list[str]:
     """A java command line running ``main_class`` from the Kafka jars."""
     lib = lib_dir(settings)
     cmd = ["java", f"-Xmx{heap or settings.kafka_heap}", "-Xms64m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -193,7 +195,8 @@ def format_storage(settings: Settings, nodes: list[Node], cluster_size: int) -> 
                      "-c", str(node.home / "server.properties"), "--ignore-formatted", heap="256m"),
             capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise ClusterError(f"formatting node {node.node_id} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+            raise ClusterError(f"formatting node {node.node_id} failed:\n"
+                               f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
 def _die_with_parent() -> None:

@@ -534,6 +534,8 @@ class ConsumerRuntime:
                     len(keys))
         self.app.on_revoke(self, keys)
         self.assignment.clear()
+        # A rebalance like any other: rejoining (e.g. while a broker fails over) is not idle time.
+        self._last_rebalance = time.monotonic()
 
     # Logging ------------------------------------------------------------------------------------
 

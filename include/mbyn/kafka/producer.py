@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +66,7 @@ def wait_for_broker(settings: Settings, who: str, max_wait_s: float = 300.0, sto
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    client = AdminClient({"bootstrap.servers": settings.bootstrap(), "logger": _QuietLogger()})
+    client = AdminClient({"bootstrap.servers": settings.bootstrap(), "logger": _QuietLogger()})  # type: ignore[dict-item]
     deadline = time.monotonic() + max_wait_s
     for attempt, delay in enumerate(backoff_delays(), start=1):
         try:
@@ -80,7 +80,8 @@ def wait_for_broker(settings: Settings, who: str, max_wait_s: float = 300.0, sto
             raise BrokerUnavailableError(
                 f"{who}: no Kafka broker at {settings.bootstrap()} after {max_wait_s:.0f}s "
                 "(start one with `mbyn kafka up` or set MBYN_BOOTSTRAP_SERVERS)")
-        log.warning("%s: broker %s unreachable (attempt %d), retrying in %.1fs", who, settings.bootstrap(), attempt, delay)
+        log.warning("%s: broker %s unreachable (attempt %d), retrying in %.1fs",
+                    who, settings.bootstrap(), attempt, delay)
         if stop is not None:
             stop.wait(delay)
         else:
@@ -161,19 +162,21 @@ class TopicProducer:
             log.warning("%s: invalid record not sent: %s", self.source, exc)
             return False
         trace = (value or {}).get("trace_id") or (value or {}).get("event_id") or str(uuid.uuid4())
-        hdrs = [("source", self.source.encode()), ("trace_id", str(trace).encode())]
+        hdrs: list[tuple[str, bytes | str | None]] = [("source", self.source.encode()),
+                                                      ("trace_id", str(trace).encode())]
         if headers:
             hdrs += [(k, v.encode()) for k, v in headers.items()]
         self.send_raw(entry.physical, data, key.encode() if key is not None else None, hdrs)
         return True
 
     def send_raw(self, physical_topic: str, value: bytes | None, key: bytes | None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
+                 headers: Sequence[tuple[str, bytes | str | None]] | None = None) -> None:
         """Enqueue bytes as they are (no validation): dead-letter routing and replays."""
         while True:
             try:
-                self._producer.produce(physical_topic, value=value, key=key, headers=headers,
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(physical_topic, value=value, key=key,
+                                       headers=list(headers) if headers is not None else None,
+                                       on_delivery=self._on_delivery)  # type: ignore[arg-type]
                 break
             except BufferError:
                 self._producer.poll(0.05)  # queue full: serve callbacks, then try again
