@@ -93,6 +93,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     setup_logging()
     stop = StopFlag().install()
+    deadline = time.monotonic() + args.duration if args.duration else None
     scale = parse_scale(args.scale)
     started: list[str] = []
     env: dict[str, str] = {}
@@ -135,7 +136,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 started.append("airflow")
             airflow_url = state.url
         print(_banner(settings, airflow_url, settings.warehouse()), file=sys.stderr, flush=True)
-        deadline = time.monotonic() + args.duration if args.duration else None
         supervisor.supervise(stop, deadline)
     finally:
         if supervisor is not None:
