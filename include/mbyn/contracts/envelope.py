@@ -80,7 +80,9 @@ def validate(topic: str, value: Any) -> None:
     """Raise ContractError listing every violation of ``topic``'s schema (logical topic name).
 
     Valid values take the compiled fast path; when it refuses a value, the reference validator
-    (jsonschema) decides and words the reasons — so both agree on everything that is rejected.
+    (jsonschema) decides and words the reasons — so both agree on everything that is rejected. Then
+    ``event_time`` and the payload's date fields must be real calendar dates (the patterns alone accept
+    2026-02-30).
     """
     import fastjsonschema
 
@@ -89,6 +91,7 @@ def validate(topic: str, value: Any) -> None:
         return
     try:
         compiled(value)
+        _check_calendar(topic, value)
         return
     except fastjsonschema.JsonSchemaException:
         pass
@@ -99,6 +102,34 @@ def validate(topic: str, value: Any) -> None:
     if errors:
         details = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5])
         raise ContractError(f"{topic}: {details}")
+    _check_calendar(topic, value)
+
+
+@lru_cache(maxsize=64)
+def _date_fields(topic: str) -> tuple[str, ...]:
+    """Payload fields whose schema pattern is a date or timestamp (``^\\d{4}-\\d{2}-\\d{2}...``)."""
+    properties = (load_catalog().get(topic).payload_schema or {}).get("properties", {})
+    return tuple(name for name, spec in properties.items()
+                 if str(spec.get("pattern", "")).startswith(r"^\d{4}-\d{2}-\d{2}"))
+
+
+def _check_calendar(topic: str, value: Any) -> None:
+    """Refuse dates the schema's patterns accept but the calendar does not (2026-02-30, 25:61, +99:99).
+
+    Consumers parse these fields (event-time windows, warehouse columns); a record that passes the schema
+    but cannot be parsed would otherwise fail every batch it is in, again after every restart.
+    """
+    fields = [("event_time", value.get("event_time"))]
+    payload = value.get("payload")
+    if isinstance(payload, dict):
+        fields += [(f"payload/{name}", payload.get(name)) for name in _date_fields(topic)]
+    for name, text in fields:
+        if not isinstance(text, str):
+            continue
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ContractError(f"{topic}: {name}: {text!r} is not a real date/time ({exc})") from None
 
 
 def encode(value: Any) -> bytes:
