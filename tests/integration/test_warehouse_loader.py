@@ -294,7 +294,9 @@ def test_a_copy_joining_and_leaving_keeps_exactly_once(warehouse, tmp_path):
     b = Copy("b", tmp_path)
     a.start()
     try:
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60
+        while "assigned" not in a.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)  # a must own the partitions before b joins, however slow the machine
         b.start()  # joins: the group rebalances
         deadline = time.monotonic() + 30
         while "assigned" not in b.log.read_text() and time.monotonic() < deadline:
