@@ -23,7 +23,8 @@ system-deps: ## install missing Debian packages (JDK, Maven, PostgreSQL, kcat, C
 $(PY_STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || { echo "==> creating virtual environment $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "==> installing pinned Python packages from requirements.lock (about a minute the first time)"
-	@$(BIN)/pip install --disable-pip-version-check -q --progress-bar on -r requirements.lock
+	@$(BIN)/pip install --disable-pip-version-check -r requirements.lock 2>&1 \
+		| grep --line-buffered -E "^(Collecting|Installing|Successfully|ERROR)"; test $${PIPESTATUS[0]} -eq 0
 	@$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
