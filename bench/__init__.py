@@ -1,0 +1,1 @@
+"""``make bench``: mbyn measured against Kafka's own performance tools (see ``bench/run.py``)."""
