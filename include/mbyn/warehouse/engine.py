@@ -157,19 +157,14 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], ke
     unique: dict[tuple[Any, ...], Mapping[str, Any]] = {}
     for row in rows:
         unique[tuple(row[k] for k in keys)] = row
-    batch = list(unique.values())
-    columns = list(update) if update is not None else [c for c in batch[0] if c not in keys]
-    # One multi-row INSERT per chunk instead of an executemany of single-row statements: a few
-    # statements per batch, within SQLite's and Postgres' bind-parameter limits.
-    size = max(1, min(1000, 30_000 // max(1, len(batch[0]))))
-    for start in range(0, len(batch), size):
-        stmt = _insert(conn, table).values(batch[start:start + size])
-        if columns:
-            stmt = stmt.on_conflict_do_update(index_elements=list(keys),
-                                              set_={c: stmt.excluded[c] for c in columns})
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        conn.execute(stmt)
+    stmt = _insert(conn, table)
+    columns = list(update) if update is not None else [c for c in rows[0] if c not in keys]
+    if columns:
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys),
+                                          set_={c: stmt.excluded[c] for c in columns})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt, list(unique.values()))
     return len(unique)
 
 
