@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,9 +62,11 @@ def apply_topics(settings: Settings | None = None, catalog: Catalog | None = Non
     changes: list[TopicChange] = []
     to_create = []
     to_grow = []
+    expected: dict[str, int] = {}
     for topic in wanted:
         name = settings.topic_prefix + topic.name
         meta = existing.get(name)
+        expected[name] = max(topic.partitions, len(meta.partitions) if meta is not None else 0)
         if meta is None:
             rf, extra = replication_for(topic, brokers)
             to_create.append(NewTopic(name, num_partitions=topic.partitions, replication_factor=rf,
@@ -75,6 +78,7 @@ def apply_topics(settings: Settings | None = None, catalog: Catalog | None = Non
         else:
             changes.append(TopicChange(name, "unchanged", f"{len(meta.partitions)} partitions"))
     failures = []
+    existed: set[str] = set()
     for futures in (client.create_topics(to_create, operation_timeout=30) if to_create else {},
                     client.create_partitions(to_grow, operation_timeout=30) if to_grow else {}):
         for name, future in futures.items():
@@ -82,11 +86,29 @@ def apply_topics(settings: Settings | None = None, catalog: Catalog | None = Non
                 future.result()
             except Exception as exc:  # noqa: BLE001 - KafkaException carries the broker's reason
                 if "TOPIC_ALREADY_EXISTS" in str(exc):
-                    continue  # a concurrent apply won the race; the result is the same
+                    existed.add(name)  # metadata lagged or a concurrent apply won the race: same result
+                    continue
                 failures.append(f"{name}: {exc}")
     if failures:
         raise MbynError("topic changes failed:\n  " + "\n  ".join(failures))
+    changes = [TopicChange(c.topic, "unchanged", "already existed") if c.topic in existed else c for c in changes]
+    _wait_visible(client, expected)
     return changes
+
+
+def _wait_visible(client: AdminClient, partitions: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Wait until the metadata shows every topic with its partitions, so callers (watchers, tests, consumers
+    subscribing right away) never see a topic that was just created as missing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = client.list_topics(timeout=10).topics
+        missing = [name for name, count in partitions.items()
+                   if name not in topics or len(topics[name].partitions) < count]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise MbynError(f"topics not visible in the cluster metadata after {timeout_s:.0f}s: {missing}")
+        time.sleep(0.2)
 
 
 def delete_topics(names: list[str], settings: Settings | None = None) -> None:
