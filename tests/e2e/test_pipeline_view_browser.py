@@ -18,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,26 +150,44 @@ def test_pipeline_view_requires_login_and_draws_the_pipeline(data_flowing: Setti
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shot), full_page=True)
 
-            nodes: list[dict[str, Any]] = frame.eval_on_selector_all(
-                "svg#graph g.node", "els => els.map(e => ({...e.dataset}))")
-            drawn = {(n["kind"], n["name"]) for n in nodes}
             from mbyn.catalog import load_catalog
             from mbyn.consumers import CONSUMERS
 
-            missing = ({("producer", p) for p in PRODUCERS} | {("topic", t) for t in load_catalog().topics}
-                       | {("group", c) for c in CONSUMERS}) - drawn
-            assert not missing, f"not drawn: {sorted(missing)}"
-            rates = {(n["kind"], n["name"]): float(n["rate"] or 0) for n in nodes}
-            for node in (("producer", "clickstream"), ("topic", "clickstream"), ("topic", "orders"),
-                         ("group", "warehouse-loader")):
-                assert rates[node] > 0, f"{node} shows no rate: {rates[node]}"
-            members = {n["name"]: n["members"] for n in nodes if n["kind"] == "group"}
-            assert members["warehouse-loader"] == "1" and members["dead-letters"] == "1"
-            edges = frame.eval_on_selector_all("svg#graph path.edge",
-                                               "els => els.map(e => [e.dataset.from, e.dataset.to])")
-            assert ["producer:clickstream", "topic:clickstream"] in edges
-            assert [f"group:{prefix}warehouse-loader", "topic:dead-letters"] in edges, "dead letters edge"
-            assert frame.locator("#tables tr[data-table=clicks]").count() == 1
+            expected = ({("producer", p) for p in PRODUCERS} | {("topic", t) for t in load_catalog().topics}
+                        | {("group", c) for c in CONSUMERS})
+
+            def problems() -> list[str]:
+                """What the page does not show yet; the page redraws every few seconds, so poll it."""
+                found: list[str] = []
+                nodes: list[dict[str, Any]] = frame.eval_on_selector_all(
+                    "svg#graph g.node", "els => els.map(e => ({...e.dataset}))")
+                drawn = {(n["kind"], n["name"]) for n in nodes}
+                if expected - drawn:
+                    found.append(f"not drawn: {sorted(expected - drawn)}")
+                rates = {(n["kind"], n["name"]): float(n["rate"] or 0) for n in nodes}
+                for node in (("producer", "clickstream"), ("topic", "clickstream"), ("topic", "orders"),
+                             ("group", "warehouse-loader")):
+                    if rates.get(node, 0) <= 0:
+                        found.append(f"{node} shows no rate")
+                members = {n["name"]: n["members"] for n in nodes if n["kind"] == "group"}
+                if members.get("warehouse-loader") != "1" or members.get("dead-letters") != "1":
+                    found.append(f"members: {members}")
+                edges = frame.eval_on_selector_all("svg#graph path.edge",
+                                                   "els => els.map(e => [e.dataset.from, e.dataset.to])")
+                if ["producer:clickstream", "topic:clickstream"] not in edges:
+                    found.append("no edge producer:clickstream → topic:clickstream")
+                if [f"group:{prefix}warehouse-loader", "topic:dead-letters"] not in edges:
+                    found.append("no dead letters edge")
+                if frame.locator("#tables tr[data-table=clicks]").count() != 1:
+                    found.append("no clicks row in the warehouse table")
+                return found
+
+            deadline = time.monotonic() + 90
+            missing = problems()
+            while missing and time.monotonic() < deadline:
+                page.wait_for_timeout(2000)
+                missing = problems()
+            assert not missing, "; ".join(missing)
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
