@@ -28,7 +28,7 @@ import pytest
 from mbyn.settings import PROJECT_ROOT, Settings, get_settings
 from tests.conftest import free_port_block
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
 MBYN = str(Path(sys.executable).parent / "mbyn")
