@@ -12,7 +12,7 @@ PY_STAMP := $(VENV)/.installed-$(LOCK_SHA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help deps system-deps python-deps build run stop test test-browser test-flaky test-unit lint bench status clean
+.PHONY: help deps system-deps python-deps build run stop test test-browser test-unit lint bench status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,9 +49,6 @@ test: deps ## the whole suite: unit, integration (real Kafka, Postgres, Airflow)
 
 test-browser: deps ## the headless-Chromium test of the pipeline view (opt-in: flaky under CI load)
 	@$(BIN)/python -m pytest -m browser tests/e2e/test_pipeline_view_browser.py $(PYTEST_ARGS)
-
-test-flaky: deps ## tests under investigation for intermittent failures (see the `flaky` marker)
-	@$(BIN)/python -m pytest -m flaky $(PYTEST_ARGS)
 
 test-unit: python-deps ## only the fast unit tests
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
