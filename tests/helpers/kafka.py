@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,22 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0, expect: int |
             out.append(Read(msg.key(), msg.value(), dict(msg.headers() or []), msg.partition(), msg.offset()))
             if msg.offset() + 1 >= ends[msg.partition()]:
                 done.add(msg.partition())
+        return out
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Any, logical: Iterable[str]) -> dict[tuple[str, int], int]:
+    """End offsets of the non-empty partitions of the ``logical`` catalog topics (with the settings' prefix)."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": "test-probe"})
+    try:
+        out = {}
+        for name in logical:
+            physical = settings.topic_prefix + name
+            for p in consumer.list_topics(physical, timeout=10).topics[physical].partitions:
+                high = consumer.get_watermark_offsets(TopicPartition(physical, p), timeout=10)[1]
+                if high > 0:
+                    out[(physical, p)] = high
         return out
     finally:
         consumer.close()

@@ -66,8 +66,8 @@ def test_every_producer_writes_the_catalog_contract(topics):
 
 
 def test_generator_sigterm_flushes_and_loses_nothing(topics):
-    proc = subprocess.Popen([sys.executable, "-m", "mbyn.cli", "produce", "clickstream", "--rate", "400", "--seed", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mbyn.cli", "produce", "clickstream", "--rate", "400",
+                             "--seed", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(8)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)

@@ -24,6 +24,7 @@ from mbyn.contracts.envelope import make_envelope
 from mbyn.settings import Settings, get_settings
 from mbyn.sources import shop
 from mbyn.sources.generator import shop_events
+from tests.helpers.kafka import end_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -95,24 +96,6 @@ def send_shop_day(settings: Settings, day: date = DAY, events: int = 600, seed: 
     producer.flush_or_raise()
     producer.close()
     return {"orders": len(orders)}
-
-
-def end_offsets(settings: Settings, logical: tuple[str, ...]) -> dict[tuple[str, int], int]:
-    """End offsets of the non-empty partitions of ``logical`` topics, read from the broker."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": "test-probe"})
-    try:
-        out = {}
-        for name in logical:
-            physical = settings.topic_prefix + name
-            for p in consumer.list_topics(physical, timeout=10).topics[physical].partitions:
-                high = consumer.get_watermark_offsets(TopicPartition(physical, p), timeout=10)[1]
-                if high > 0:
-                    out[(physical, p)] = high
-        return out
-    finally:
-        consumer.close()
 
 
 def run_until_caught_up(settings: Settings, factory: Any, attempts: int = 4) -> dict[str, int]:

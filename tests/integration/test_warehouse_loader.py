@@ -26,7 +26,7 @@ from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings, get_settings
 from mbyn.sources.generator import shop_events
-from tests.helpers.kafka import read_all
+from tests.helpers.kafka import end_offsets, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -50,23 +50,6 @@ def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in conn.execute(sa.text(sql))]
     finally:
         engine.dispose()
-
-
-def end_offsets(settings: Settings, logical: list[str]) -> dict[tuple[str, int], int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": "probe"})
-    try:
-        out = {}
-        for name in logical:
-            physical = settings.topic_prefix + name
-            for p in consumer.list_topics(physical, timeout=10).topics[physical].partitions:
-                high = consumer.get_watermark_offsets(TopicPartition(physical, p), timeout=10)[1]
-                if high > 0:
-                    out[(physical, p)] = high
-        return out
-    finally:
-        consumer.close()
 
 
 def stored_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
