@@ -12,7 +12,7 @@ PY_STAMP := $(VENV)/.installed-$(LOCK_SHA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help deps system-deps python-deps build run stop test test-browser test-unit lint bench status clean
+.PHONY: help deps system-deps python-deps build run stop test test-browser test-unit lint secrets-scan bench status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-unit: python-deps ## only the fast unit tests
 lint: python-deps ## ruff + mypy
 	@$(BIN)/ruff check include dags plugins tests
 	@$(BIN)/mypy
+
+secrets-scan: python-deps ## look for committed secrets in every tracked file (detect-secrets; also in `make test`)
+	@$(BIN)/python scripts/secrets_scan.py
 
 bench: deps ## benchmarks against Kafka's own perf tools → BENCHMARKS.md
 	@$(BIN)/python bench/run.py $(BENCH_ARGS)
