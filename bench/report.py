@@ -119,28 +119,45 @@ def _cause(t: dict[str, Any], results: dict[str, Any]) -> str:
     if t["met"]:
         return t.get("note", "")
     if key == "producer":
+        py = next((r for r in results["produce"]["rows"] if "Python" in r["name"]), None)
+        budget = (f" At {py['records_per_s']:,.0f} records/s that is {1e6 / py['records_per_s']:,.0f} µs of one core "
+                  "per record, all of it in one Python thread." if py and py["records_per_s"] else "")
         return ("per-record Python work on one core — own time by area (cProfile): " + _areas(prof.get("producer"))
                 + ". ProducerPerformance hands the client pre-built byte arrays; the Python producer builds each "
-                  "envelope, validates it against the topic's JSON Schema, encodes it and calls librdkafka's "
-                  "produce() + poll(0) per record.")
+                  "envelope (ids from a seeded Random, a pre-drawn Faker word pool), validates it against the "
+                  "topic's JSON Schema (compiled with fastjsonschema), encodes it (msgspec) and calls librdkafka's "
+                  "produce() per record, serving delivery callbacks every few dozen records." + budget)
     if key in ("loader", "postgres"):
         loader = prof.get("loader")
         sink = loader.get("sink", "") if loader else ""
-        return (f"the loader's Python per-record path (profile of the loader → {sink}): " + _areas(loader)
-                + ". ConsumerPerformance discards what it fetches; the loader decodes and validates every envelope, "
-                  "builds row dicts, and writes each batch with its offsets in one transaction.")
+        text = (f"the loader's Python per-record path (profile of the loader → {sink}): " + _areas(loader)
+                + ". ConsumerPerformance discards what it fetches; the loader decodes (msgspec) and validates every "
+                  "envelope against its JSON Schema, builds row tuples, and writes each batch with its offsets in one "
+                  "transaction (PostgreSQL: COPY into a staging table, then one INSERT … SELECT … ON CONFLICT; "
+                  "SQLite: one executemany).")
+        pg = next((r for r in results["consume"]["rows"] if "PostgreSQL" in r["name"]), None)
+        if key == "postgres" and pg and pg["records_per_s"]:
+            per_record = pg["rows_per_s"] / pg["records_per_s"]
+            needed = float(t.get("threshold", 100_000)) / per_record
+            text += (f" {t.get('threshold', 100_000):,.0f} rows/s is {needed:,.0f} records/s at this data's "
+                     f"{per_record:.2f} rows per record: {1e6 / needed:,.1f} µs per record for fetch, decode, "
+                     f"validation, row building and SQL; the loader spends {1e6 / pg['records_per_s']:,.0f} µs.")
+        return text
     if key == "latency":
         rows = [r for r in results["latency"]["rows"] if r["rate"] == 5000]
+        wait_ms = float(results.get("loader_max_wait_ms", 1000))
         parts = []
         for r in rows:
             b = r["batch_size"] or results.get("loader_default_batch", 2000)
+            fill_ms = min(b / 5000 * 1000, wait_ms)
             parts.append(f"batch {r['batch_size'] or 'default'}: p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms "
-                         f"(a batch of {b} fills in ~{b / 5000 * 1000:.0f} ms at 5k/s)")
+                         f"(a batch is handed over after ~{fill_ms:.0f} ms at 5k/s)")
         reached = min((r["achieved_rate"] for r in rows), default=0)
         extra = (f" The generator reached only {reached:,.0f} msg/s here, so 5k msg/s was not offered in full."
                  if reached < 0.95 * 5000 else "")
-        return ("the loader polls up to `batch_size` records or 1 s, then writes and commits; records wait for their "
-                "batch to fill and for the write before them — " + "; ".join(parts) + "." + extra
+        return (f"the loader hands a batch over at `batch_size` records or after {wait_ms:.0f} ms (`--max-wait-ms`), "
+                "then writes and commits; records wait for their batch and for the write before them — "
+                + "; ".join(parts) + "." + extra
                 + " When the loader cannot keep up with the offered rate, records queue and latency grows with the "
                   "backlog (see the consume stage's rate).")
     if key == "memory":

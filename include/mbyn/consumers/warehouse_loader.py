@@ -50,6 +50,9 @@ class WarehouseLoader(WarehouseConsumer):
     topics: ClassVar[tuple[str, ...]] = ("clickstream", "orders", "payments", "customers", "inventory", "fx-rates",
                                          "shipments", "alerts")
     batch_size: int = 2000
+    # Hand over what has arrived after 50 ms: a record's wait for its batch stays small at any rate, while
+    # under load the batches still fill to batch_size (``--max-wait-ms``). End-to-end p99 is judged at 5k msg/s.
+    batch_timeout: float = 0.05
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
@@ -72,85 +75,89 @@ class WarehouseLoader(WarehouseConsumer):
                 "skipped_tombstones": self.skipped_tombstones}
 
 
-# Per-topic loaders: records (decoded, validated envelopes) → rows → upserts. ----------------------------
+# Per-topic loaders: records (decoded, validated envelopes) → row tuples → bulk upserts. -------------------
+# Rows are tuples in the order of the column lists below (no per-row dicts on the hot path).
 
-def _base(record: Record, now: Any) -> dict[str, Any]:
-    from mbyn.warehouse import parse_time
-
-    env = record.data
-    return {"event_id": env["event_id"], "event_type": env["event_type"], "event_time": parse_time(env["event_time"]),
-            "loaded_at": now}
+_EVENT_COLUMNS = ("event_id", "event_type", "event_time", "loaded_at")
+CLICK_COLUMNS = (*_EVENT_COLUMNS, "session_id", "customer_id", "page", "sku", "category", "country", "device")
+ORDER_COLUMNS = ("order_id", "event_id", "customer_id", "session_id", "country", "currency", "amount", "item_count",
+                 "event_time", "loaded_at")
+ORDER_ITEM_COLUMNS = ("order_id", "line_no", "event_id", "sku", "category", "quantity", "unit_price")
+PAYMENT_COLUMNS = (*_EVENT_COLUMNS, "payment_id", "order_id", "amount", "currency", "status", "method")
+SHIPMENT_COLUMNS = (*_EVENT_COLUMNS, "shipment_id", "order_id", "status", "carrier")
+ALERT_COLUMNS = ("alert_id", "event_id", "kind", "severity", "order_id", "customer_id", "details", "event_time",
+                 "status", "loaded_at")
 
 
 def _load_clicks(self: WarehouseLoader, conn: Connection, records: list[Record]) -> dict[str, int]:
-    from mbyn.warehouse import schema, upsert, utc_now
+    from mbyn.warehouse import parse_time, schema, upsert_rows, utc_now
 
     now = utc_now()
     rows = []
     for r in records:
-        p = r.data["payload"]
-        rows.append({**_base(r, now), "session_id": p["session_id"], "customer_id": p["customer_id"],
-                     "page": p["page"], "sku": p.get("sku"), "category": p.get("category"), "country": p["country"],
-                     "device": p["device"]})
-    return {"clicks": upsert(conn, schema.clicks, rows, ["event_id"], update=[])}
+        env = r.data
+        p = env["payload"]
+        rows.append((env["event_id"], env["event_type"], parse_time(env["event_time"]), now, p["session_id"],
+                     p["customer_id"], p["page"], p.get("sku"), p.get("category"), p["country"], p["device"]))
+    return {"clicks": upsert_rows(conn, schema.clicks, CLICK_COLUMNS, rows, ["event_id"], update=[])}
 
 
 def _load_orders(self: WarehouseLoader, conn: Connection, records: list[Record]) -> dict[str, int]:
-    from mbyn.warehouse import parse_time, schema, upsert, utc_now
+    from mbyn.warehouse import parse_time, schema, upsert_rows, utc_now
 
     now = utc_now()
-    orders: list[dict[str, Any]] = []
-    items: list[dict[str, Any]] = []
+    orders: list[tuple[Any, ...]] = []
+    items: list[tuple[Any, ...]] = []
     for r in records:
-        env, p = r.data, r.data["payload"]
-        orders.append({"order_id": p["order_id"], "event_id": env["event_id"], "customer_id": p["customer_id"],
-                       "session_id": p["session_id"], "country": p["country"], "currency": p["currency"],
-                       "amount": p["amount"], "item_count": sum(i["quantity"] for i in p["items"]),
-                       "event_time": parse_time(env["event_time"]), "loaded_at": now})
+        env = r.data
+        p = env["payload"]
+        order_id, event_id = p["order_id"], env["event_id"]
+        orders.append((order_id, event_id, p["customer_id"], p["session_id"], p["country"], p["currency"],
+                       p["amount"], sum(i["quantity"] for i in p["items"]), parse_time(env["event_time"]), now))
         for line_no, item in enumerate(p["items"], start=1):
-            items.append({"order_id": p["order_id"], "line_no": line_no, "event_id": env["event_id"],
-                          "sku": item["sku"], "category": item["category"], "quantity": item["quantity"],
-                          "unit_price": item["unit_price"]})
-    return {"orders": upsert(conn, schema.orders, orders, ["order_id"]),
-            "order_items": upsert(conn, schema.order_items, items, ["order_id", "line_no"])}
+            items.append((order_id, line_no, event_id, item["sku"], item["category"], item["quantity"],
+                          item["unit_price"]))
+    return {"orders": upsert_rows(conn, schema.orders, ORDER_COLUMNS, orders, ["order_id"]),
+            "order_items": upsert_rows(conn, schema.order_items, ORDER_ITEM_COLUMNS, items, ["order_id", "line_no"])}
 
 
 def _load_payments(self: WarehouseLoader, conn: Connection, records: list[Record]) -> dict[str, int]:
-    from mbyn.warehouse import schema, upsert, utc_now
+    from mbyn.warehouse import parse_time, schema, upsert_rows, utc_now
 
     now = utc_now()
     rows = []
     for r in records:
-        p = r.data["payload"]
-        rows.append({**_base(r, now), "payment_id": p["payment_id"], "order_id": p["order_id"],
-                     "amount": p["amount"], "currency": p["currency"], "status": p["status"], "method": p["method"]})
-    return {"payments": upsert(conn, schema.payments, rows, ["event_id"], update=[])}
+        env = r.data
+        p = env["payload"]
+        rows.append((env["event_id"], env["event_type"], parse_time(env["event_time"]), now, p["payment_id"],
+                     p["order_id"], p["amount"], p["currency"], p["status"], p["method"]))
+    return {"payments": upsert_rows(conn, schema.payments, PAYMENT_COLUMNS, rows, ["event_id"], update=[])}
 
 
 def _load_shipments(self: WarehouseLoader, conn: Connection, records: list[Record]) -> dict[str, int]:
-    from mbyn.warehouse import schema, upsert, utc_now
+    from mbyn.warehouse import parse_time, schema, upsert_rows, utc_now
 
     now = utc_now()
     rows = []
     for r in records:
-        p = r.data["payload"]
-        rows.append({**_base(r, now), "shipment_id": p["shipment_id"], "order_id": p["order_id"],
-                     "status": p["status"], "carrier": p["carrier"]})
-    return {"shipments": upsert(conn, schema.shipments, rows, ["event_id"], update=[])}
+        env = r.data
+        p = env["payload"]
+        rows.append((env["event_id"], env["event_type"], parse_time(env["event_time"]), now, p["shipment_id"],
+                     p["order_id"], p["status"], p["carrier"]))
+    return {"shipments": upsert_rows(conn, schema.shipments, SHIPMENT_COLUMNS, rows, ["event_id"], update=[])}
 
 
 def _load_alerts(self: WarehouseLoader, conn: Connection, records: list[Record]) -> dict[str, int]:
-    from mbyn.warehouse import parse_time, schema, upsert, utc_now
+    from mbyn.warehouse import parse_time, schema, upsert_rows, utc_now
 
     now = utc_now()
     rows = []
     for r in records:
-        env, p = r.data, r.data["payload"]
-        rows.append({"alert_id": p["alert_id"], "event_id": env["event_id"], "kind": p["kind"],
-                     "severity": p["severity"], "order_id": p.get("order_id"), "customer_id": p.get("customer_id"),
-                     "details": p["details"], "event_time": parse_time(env["event_time"]), "status": "open",
-                     "loaded_at": now})
-    return {"alerts": upsert(conn, schema.alerts, rows, ["alert_id"], update=[])}
+        env = r.data
+        p = env["payload"]
+        rows.append((p["alert_id"], env["event_id"], p["kind"], p["severity"], p.get("order_id"),
+                     p.get("customer_id"), p["details"], parse_time(env["event_time"]), "open", now))
+    return {"alerts": upsert_rows(conn, schema.alerts, ALERT_COLUMNS, rows, ["alert_id"], update=[])}
 
 
 def _load_dimension(table_name: str, key: str, to_row: Callable[[dict[str, Any]], dict[str, Any]],

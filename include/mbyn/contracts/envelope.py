@@ -1,17 +1,20 @@
 """Build, encode, decode and validate envelopes against the topic catalog's JSON Schemas.
 
 Validation is strict (``additionalProperties: false``) so that a typo in a producer is an error at the
-producer, not a surprise in the warehouse.
+producer, not a surprise in the warehouse. JSON goes through msgspec (C, ~3x faster than the standard
+library both ways; the bytes written are the same compact UTF-8 JSON ``json.dumps(separators=(",", ":"),
+ensure_ascii=False)`` writes) — this is every producer's and consumer's per-record hot path.
 """
 
 from __future__ import annotations
 
-import json
+import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypedDict
 
+import msgspec
 from jsonschema import Draft202012Validator
 
 from mbyn.catalog import load_catalog
@@ -31,9 +34,26 @@ class Envelope(TypedDict, total=False):
     payload: dict[str, Any]
 
 
+_JSON_ENCODER = msgspec.json.Encoder()
+_JSON_DECODER = msgspec.json.Decoder()
+#: (second, "YYYY-MM-DDTHH:MM:SS") of the last call: producers stamp thousands of records per second.
+_second_prefix: tuple[int, str] = (-1, "")
+
+
 def utc_now_iso() -> str:
-    """The current time as an ISO-8601 UTC string with milliseconds (the envelope's time format)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time as an ISO-8601 UTC string with milliseconds (the envelope's time format).
+
+    Same text as ``datetime.now(UTC).isoformat(timespec="milliseconds")`` with ``Z``, built from a cached
+    per-second prefix (milliseconds truncated, as ``isoformat`` does).
+    """
+    global _second_prefix
+    ms = time.time_ns() // 1_000_000
+    second = ms // 1000
+    cached_second, prefix = _second_prefix
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_prefix = (second, prefix)
+    return f"{prefix}.{ms % 1000:03d}Z"
 
 
 def make_envelope(
@@ -67,13 +87,19 @@ def _validator(topic: str) -> Draft202012Validator | None:
 
 @lru_cache(maxsize=64)
 def _compiled(topic: str) -> Any:
-    """A compiled (fastjsonschema) check of ``topic``'s value schema: ~50x faster than jsonschema."""
+    """A compiled (fastjsonschema) check of ``topic``'s value schema: ~50x faster than jsonschema.
+
+    ``format`` is not checked, as the reference validator does not check it either (an annotation in
+    draft 2020-12): what a ``date-time`` format would add, ``_check_calendar`` checks more strictly — and
+    the format's long regular expression was a quarter of the check's time.
+    """
     import fastjsonschema
 
     schema = load_catalog().value_schema(topic)
     if schema is None:
         return None
-    return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
+    return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"},
+                                  use_formats=False)
 
 
 def validate(topic: str, value: Any) -> None:
@@ -134,7 +160,7 @@ def _check_calendar(topic: str, value: Any) -> None:
 
 def encode(value: Any) -> bytes:
     """Compact UTF-8 JSON, refusing values over MAX_VALUE_BYTES."""
-    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    data = _JSON_ENCODER.encode(value)
     if len(data) > MAX_VALUE_BYTES:
         raise ContractError(f"value is {len(data)} bytes; the limit is {MAX_VALUE_BYTES}")
     return data
@@ -146,9 +172,14 @@ def decode(data: bytes | None) -> Any:
         raise ContractError("value is null")
     if len(data) > MAX_VALUE_BYTES:
         raise ContractError(f"value is {len(data)} bytes; the limit is {MAX_VALUE_BYTES}")
+    return decode_json(data)
+
+
+def decode_json(data: bytes) -> Any:
+    """Parse UTF-8 JSON bytes; ContractError (``not UTF-8`` / ``not JSON``) if they are neither. No size check."""
     try:
-        return json.loads(data.decode("utf-8"))
+        return _JSON_DECODER.decode(data)
     except UnicodeDecodeError as exc:
         raise ContractError(f"value is not UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
+    except msgspec.DecodeError as exc:
         raise ContractError(f"value is not JSON: {exc}") from None

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from mbyn.contracts.envelope import make_envelope
@@ -44,8 +44,14 @@ class _Session:
     steps: int = 0
 
 
+_UUID_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
+_UUID_V4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
 def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    """``str(uuid.UUID(int=rng.getrandbits(128), version=4))`` — the same text, without the UUID object."""
+    h = f"{rng.getrandbits(128) & _UUID_V4_CLEAR | _UUID_V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _new_session(rng: random.Random) -> _Session:
@@ -83,6 +89,11 @@ def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: floa
     rng = random.Random(seed)
     fake = Faker()
     fake.seed_instance(seed)
+    # Faker's word list once, then a draw per search from Faker's own seeded Random (rng's sequence is
+    # untouched): a Faker call per record costs more than the rest of the record.
+    words = tuple(fake.get_words_list())
+    pick_word = fake.random.choice
+    category_of = lru_cache(maxsize=shop.SKUS)(shop.category_of)  # bounded: one entry per SKU
     pool = [_new_session(rng) for _ in range(sessions)]
 
     def click(s: _Session, event_type: str, page: str, sku: str | None = None) -> Outgoing:
@@ -90,7 +101,7 @@ def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: floa
                                    "country": s.country, "device": s.device}
         if sku is not None:
             payload["sku"] = sku
-            payload["category"] = shop.category_of(sku)
+            payload["category"] = category_of(sku)
         env = make_envelope(event_type, payload, SOURCE, event_id=_uuid(rng), trace_id=s.session_id)
         return Outgoing("clickstream", s.session_id, dict(env))
 
@@ -105,7 +116,7 @@ def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: floa
             continue
         if s.cart and roll < 0.12:  # checkout → order
             order_id = f"O-{_uuid(rng)[:18]}"
-            items = [{"sku": k, "category": shop.category_of(k), "quantity": q,
+            items = [{"sku": k, "category": category_of(k), "quantity": q,
                       "unit_price": shop.price_in(k, s.currency)} for k, q in s.cart]
             amount = round(sum(i["unit_price"] * i["quantity"] for i in items), 2)  # type: ignore[operator]
             yield click(s, "checkout", "/checkout")
@@ -122,7 +133,7 @@ def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: floa
             sku, _ = s.cart.pop(rng.randrange(len(s.cart)))
             record = click(s, "remove_from_cart", "/cart", sku)
         elif roll < 0.55:
-            record = click(s, "page_view", f"/search?q={fake.word()}")
+            record = click(s, "page_view", f"/search?q={pick_word(words)}")
         else:
             sku = shop.sku(rng.randint(1, shop.SKUS))
             record = click(s, "page_view", f"/product/{sku}", sku)

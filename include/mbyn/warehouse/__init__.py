@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _ENGINE_NAMES = ("init_schema", "load_offsets", "make_engine", "parse_time", "sink_errors", "store_offsets", "upsert",
-                 "utc_now", "warehouse_engine")
+                 "upsert_rows", "utc_now", "warehouse_engine")
 
 __all__ = [*_ENGINE_NAMES, "schema"]
 

@@ -5,9 +5,15 @@
   turns; readers never block); PostgreSQL via ``postgresql+psycopg://``. ``read_only=True`` gives an
   engine whose transactions cannot write (``mbyn sql``).
 * ``init_schema(engine)`` — idempotent and safe when several processes start at once.
-* ``upsert(conn, table, rows, keys)`` — one ``INSERT ... ON CONFLICT`` executed as executemany (SQLite and
-  PostgreSQL dialects); rows with the same key inside one call are collapsed to the last one, because
-  PostgreSQL refuses to update a row twice in one statement.
+* ``upsert_rows(conn, table, columns, rows, keys)`` — bulk ``INSERT ... ON CONFLICT`` of positional tuples,
+  the loaders' hot path. PostgreSQL: the rows are streamed with ``COPY`` into a session-local staging table,
+  then one ``INSERT INTO t SELECT ... FROM staging ON CONFLICT ...`` moves them (two statements per batch
+  instead of one per row). SQLite: one prepared statement run as ``executemany`` (a multi-row ``VALUES``
+  is slower there). Both run in the caller's transaction and skip SQLAlchemy's per-row parameter handling;
+  column types are still converted with SQLAlchemy's bind processors, so stored values are identical to an
+  ORM/Core insert. Rows with the same key inside one call are collapsed to the last one, because
+  PostgreSQL refuses to update a row twice in one statement. ``upsert(conn, table, dict_rows, keys)`` is the
+  same for rows as dicts (missing columns with a scalar Python-side default get that default).
 * ``store_offsets`` / ``load_offsets`` — the ``kafka_offsets`` table: written in the same transaction as
   the rows (exactly-once), only ever moved forward.
 * ``sink_errors()`` — turns "cannot reach / database locked" into SinkUnavailableError (the consumer runtime
@@ -17,9 +23,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +36,7 @@ from mbyn.warehouse.schema import kafka_offsets, metadata
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Connection, Dialect, Engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -132,9 +140,11 @@ def parse_time(text: str | None) -> datetime | None:
     """An envelope timestamp (ISO-8601, ``Z`` or offset) as an aware UTC datetime."""
     if text is None:
         return None
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    value = datetime.fromisoformat(text)  # Python ≥ 3.11 reads "Z" itself
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
+        return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
@@ -150,22 +160,142 @@ def _insert(conn: Connection, table: Table) -> Any:
 
 def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
            update: Sequence[str] | None = None) -> int:
-    """Insert ``rows``; on a key conflict update the ``update`` columns (None: all non-key columns; empty:
-    do nothing — immutable facts). Rows sharing a key are collapsed to the last. Returns rows sent."""
+    """Insert ``rows`` (dicts of one shape); on a key conflict update the ``update`` columns (None: all non-key
+    columns; empty: do nothing — immutable facts). Rows sharing a key are collapsed to the last. Returns rows
+    sent. Columns missing from the rows that have a scalar Python-side default (``deleted``, ``status``) get it."""
     if not rows:
         return 0
-    unique: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-    for row in rows:
-        unique[tuple(row[k] for k in keys)] = row
-    stmt = _insert(conn, table)
-    columns = list(update) if update is not None else [c for c in rows[0] if c not in keys]
-    if columns:
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys),
-                                          set_={c: stmt.excluded[c] for c in columns})
+    columns = list(rows[0])
+    defaults = [(c.name, getattr(c.default, "arg", None)) for c in table.columns
+                if c.name not in rows[0] and c.default is not None and c.default.is_scalar]
+    tuples = [tuple(row[c] for c in columns) for row in rows]
+    if update is None:
+        update = [c for c in columns if c not in keys]
+    if defaults:
+        columns += [name for name, _ in defaults]
+        extra = tuple(value for _, value in defaults)
+        tuples = [row + extra for row in tuples]
+    return upsert_rows(conn, table, columns, tuples, keys, update)
+
+
+def upsert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                keys: Sequence[str], update: Sequence[str] | None = None) -> int:
+    """Insert ``rows`` (tuples in ``columns`` order); on a key conflict update ``update`` (None: every non-key
+    column; empty: do nothing). Rows sharing a key are collapsed to the last. Returns rows sent.
+
+    See the module docstring for how each database is written (PostgreSQL COPY + INSERT ... SELECT, SQLite
+    executemany); both in the caller's transaction, database errors raised as SQLAlchemy's (``sink_errors``).
+    """
+    if not rows:
+        return 0
+    plan = _plan(conn.dialect, table, tuple(columns), tuple(keys),
+                 tuple(c for c in columns if c not in keys) if update is None else tuple(update))
+    key_at = [list(columns).index(k) for k in keys]
+    unique: list[Sequence[Any]]
+    if len(key_at) == 1:
+        only = key_at[0]
+        unique = list({row[only]: row for row in rows}.values())
     else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(stmt, list(unique.values()))
+        unique = list({tuple(row[i] for i in key_at): row for row in rows}.values())
+    if plan.processors:
+        unique = _bind(unique, plan.processors)
+    dbapi_conn: Any = conn.connection.dbapi_connection
+    if conn.dialect.name == "postgresql":
+        with _dbapi_errors(conn, plan.insert), dbapi_conn.cursor() as cursor:
+            cursor.execute(plan.create_staging)
+            with cursor.copy(plan.copy) as copy:
+                for row in unique:
+                    copy.write_row(row)
+            cursor.execute(plan.insert)
+            cursor.execute(plan.clear_staging)
+    else:
+        with _dbapi_errors(conn, plan.insert):
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.executemany(plan.insert, unique)
+            finally:
+                cursor.close()
     return len(unique)
+
+
+def _bind(rows: list[Sequence[Any]], processors: tuple[tuple[int, Callable[[Any], Any]], ...],
+          ) -> list[Sequence[Any]]:
+    """Rows with SQLAlchemy's bind processors applied to the columns that have one (SQLite: timestamps as
+    text, booleans as integers). A value that is the same object as the previous row's (a batch's
+    ``loaded_at``) is converted once."""
+    out: list[Sequence[Any]] = []
+    last: dict[int, tuple[Any, Any]] = {}
+    for row in rows:
+        values = list(row)
+        for i, process in processors:
+            value = values[i]
+            if value is None:
+                continue
+            seen = last.get(i)
+            if seen is not None and seen[0] is value:
+                values[i] = seen[1]
+            else:
+                values[i] = converted = process(value)
+                last[i] = (value, converted)
+        out.append(values)
+    return out
+
+
+@dataclass(frozen=True)
+class _UpsertPlan:
+    """The SQL of one (table, columns, keys, update) upsert for one dialect, built once."""
+
+    insert: str
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column index, SQLAlchemy bind processor)
+    create_staging: str = ""
+    copy: str = ""
+    clear_staging: str = ""
+
+
+@lru_cache(maxsize=256)
+def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...], keys: tuple[str, ...],
+          update: tuple[str, ...]) -> _UpsertPlan:
+    if dialect.name not in ("postgresql", "sqlite"):
+        raise WarehouseError(f"upsert is not implemented for {dialect.name}")
+    unknown = [c for c in (*columns, *keys, *update) if c not in table.columns]
+    if unknown:
+        raise WarehouseError(f"upsert into {table.name}: unknown column(s) {', '.join(unknown)}")
+    q = dialect.identifier_preparer.quote
+    names = ", ".join(q(c) for c in columns)
+    conflict = f"ON CONFLICT ({', '.join(q(k) for k in keys)}) " + (
+        "DO UPDATE SET " + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in update) if update else "DO NOTHING")
+    processors = [(i, table.columns[c].type.dialect_impl(dialect).bind_processor(dialect))
+                  for i, c in enumerate(columns)]
+    plan_processors = tuple((i, p) for i, p in processors if p is not None)
+    if dialect.name == "sqlite":
+        marks = ", ".join("?" for _ in columns)
+        return _UpsertPlan(f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks}) {conflict}", plan_processors)
+    # A temporary table lives as long as the connection (pooled: across batches); ON COMMIT DELETE ROWS empties
+    # it at every commit, and the DELETE after the move empties it for a second upsert in the same transaction.
+    # No constraints: the real INSERT checks them, with the real table's error messages.
+    staging = q(f"mbyn_staging_{table.name}")
+    return _UpsertPlan(
+        insert=f"INSERT INTO {q(table.name)} ({names}) SELECT {names} FROM {staging} {conflict}",
+        processors=plan_processors,
+        create_staging=f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+                       f"SELECT * FROM {q(table.name)} WITH NO DATA",
+        copy=f"COPY {staging} ({names}) FROM STDIN",
+        clear_staging=f"DELETE FROM {staging}")
+
+
+@contextmanager
+def _dbapi_errors(conn: Connection, statement: str) -> Iterator[None]:
+    """Raise DBAPI errors of raw-cursor work as SQLAlchemy's exceptions, as ``conn.execute`` would."""
+    from sqlalchemy.exc import DBAPIError
+
+    dbapi_error: type[Any] = conn.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except dbapi_error as exc:
+        # A lost connection is not reused: the pool's pre-ping replaces it at the next checkout.
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        raise DBAPIError.instance(statement, None, exc, dbapi_error, connection_invalidated=lost,
+                                  dialect=conn.dialect, ismulti=True) from exc
 
 
 def store_offsets(conn: Connection, group: str, next_offsets: Mapping[tuple[str, int], int]) -> None:
