@@ -28,6 +28,8 @@ class Topic:
     key: str | None = None
     event_types: tuple[str, ...] = ()
     payload_schema: dict[str, Any] | None = None
+    writers: tuple[str, ...] = ()  # services allowed to write (secured mode ACLs)
+    readers: tuple[str, ...] = ()  # services allowed to read, each with its own consumer group
 
     @property
     def physical(self) -> str:
@@ -91,6 +93,12 @@ def parse_catalog(document: dict[str, Any], origin: str = "catalog") -> Catalog:
         if replication != "auto" and (not isinstance(replication, int) or replication < 1):
             raise CatalogError(f"{where}: replication must be 'auto' or a positive integer, got {replication!r}")
         config = {str(k): str(v) for k, v in (spec.get("config") or {}).items()}
+        access = {}
+        for field_name in ("writers", "readers"):
+            names = spec.get(field_name) or []
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                raise CatalogError(f"{where}: {field_name} must be a list of service names, got {names!r}")
+            access[field_name] = tuple(names)
         topics[name] = Topic(
             name=name,
             description=str(spec.get("description", "")),
@@ -100,6 +108,8 @@ def parse_catalog(document: dict[str, Any], origin: str = "catalog") -> Catalog:
             key=spec.get("key"),
             event_types=tuple(spec.get("event_types") or ()),
             payload_schema=spec.get("payload"),
+            writers=access["writers"],
+            readers=access["readers"],
         )
     return Catalog(envelope_schema=envelope["schema"], schema_version=int(envelope["schema_version"]), topics=topics)
 

@@ -20,8 +20,18 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 def _kafka_up(settings: Settings, args: argparse.Namespace) -> int:
     from mbyn.kafka import cluster
 
+    if args.security:
+        settings = settings.model_copy(update={"security": args.security})
     state = cluster.up(settings, nodes=args.nodes)
     print(state.bootstrap_servers)
+    return 0
+
+
+def _kafka_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    from mbyn.kafka.security import principal_environment
+
+    for name, value in principal_environment(settings, args.principal).items():
+        print(f"export {name}={value}")
     return 0
 
 
@@ -51,9 +61,13 @@ def _kafka_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def _topics_apply(settings: Settings, args: argparse.Namespace) -> int:
     from mbyn.kafka.admin import apply_topics
+    from mbyn.kafka.security import acl_plan, as_principal
 
+    settings = as_principal(settings)  # secured local cluster: admin from the local store unless the env names one
     for change in apply_topics(settings, names=args.topic or None):
         print(f"{change.topic:<28} {change.action:<18} {change.detail}")
+    if settings.security == "scram":
+        print(f"{len(acl_plan(prefix=settings.topic_prefix))} ACLs in place for prefix {settings.topic_prefix!r}")
     return 0
 
 
@@ -82,7 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = kafka.add_parser("up", help="start the cluster (formats storage on first run) and wait until ready")
     p.add_argument("--nodes", type=int, choices=(1, 3), default=None,
                    help="1 or 3 combined KRaft nodes (default: MBYN_KAFKA_NODES or 1)")
+    p.add_argument("--security", choices=("open", "scram"), default=None,
+                   help="open (default) or scram: SASL/SCRAM users and ACLs, one principal per service "
+                        "(passwords generated once into var/kafka/scram-credentials.json); default MBYN_SECURITY")
     p.set_defaults(handler=_kafka_up)
+    p = kafka.add_parser("credentials", help="print `export MBYN_...` lines authenticating as one principal "
+                                             "of the secured local cluster (eval them in a shell)")
+    p.add_argument("principal", help="admin or a service name (see docs/RELIABILITY.md \"Secured mode\")")
+    p.set_defaults(handler=_kafka_credentials)
     p = kafka.add_parser("down", help="stop the cluster (SIGTERM, then SIGKILL after 30 s)")
     p.set_defaults(handler=_kafka_down)
     p = kafka.add_parser("status", help="show node processes and ports (exit 3 when not running)")

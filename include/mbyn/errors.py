@@ -35,6 +35,14 @@ class BrokerUnavailableError(MbynError):
     """The Kafka broker could not be reached within the configured wait."""
 
 
+class AuthenticationError(ConfigError):
+    """The broker refused this client's SASL credentials (MBYN_KAFKA_USERNAME / MBYN_KAFKA_PASSWORD)."""
+
+
+class AclError(MbynError):
+    """The broker refused to create some ACLs (the client is not the admin principal, or the cluster is open)."""
+
+
 class WarehouseError(MbynError):
     """The warehouse could not be reached or written."""
 

@@ -88,6 +88,7 @@ def _seed_batch_sources(settings: Settings) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from mbyn.kafka import cluster
     from mbyn.kafka.admin import apply_topics
+    from mbyn.kafka.security import as_principal
     from mbyn.supervisor import Supervisor, parse_scale
     from mbyn.warehouse.engine import init_schema, warehouse_engine
 
@@ -118,13 +119,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             "bootstrap_servers": env["MBYN_BOOTSTRAP_SERVERS"],
             "warehouse_url": env.get("MBYN_WAREHOUSE_URL", settings.warehouse_url),
             "fx_replay": settings.fx_replay or env.get("MBYN_FX_REPLAY") == "1"})
-        for change in apply_topics(settings):
+        for change in apply_topics(as_principal(settings)):  # secured: as admin, and the ACLs too
             if change.action != "unchanged":
                 log.info("topic %s: %s %s", change.topic, change.action, change.detail)
         init_schema(warehouse_engine(settings))
         if stop.is_set():
             return 130
-        _seed_batch_sources(settings)
+        _seed_batch_sources(as_principal(settings, "airflow"))  # what the batch DAGs do, as Airflow would
         supervisor = Supervisor(settings, scale)
         supervisor.start()
         if not args.no_airflow and not stop.is_set():

@@ -190,7 +190,9 @@ def ensure_no_members(admin: AdminClient, group_id: str) -> None:
 def _partitions(settings: Settings, physical: str) -> list[int]:
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient({"bootstrap.servers": settings.bootstrap()}).list_topics(physical, timeout=KAFKA_TIMEOUT_S)
+    from mbyn.kafka.security import client_config
+
+    meta = AdminClient(client_config(settings)).list_topics(physical, timeout=KAFKA_TIMEOUT_S)
     info = meta.topics.get(physical)
     if info is None or info.error is not None or not info.partitions:
         raise ReplayError(f"topic {physical} does not exist on {settings.bootstrap()}; run `mbyn topics apply`")
@@ -201,7 +203,9 @@ def offsets_for_time(settings: Settings, physical: str, partitions: list[int], w
     """Per partition the offset of the first record at or after ``when``; the end offset if there is none."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": "mbyn-replay-probe",
+    from mbyn.kafka.security import client_config
+
+    consumer = Consumer({**client_config(settings), "group.id": "mbyn-replay-probe",
                          "enable.auto.commit": False})
     try:
         ms = int(when.timestamp() * 1000)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mbyn.errors import ConfigError
@@ -52,7 +52,18 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9._-]*$",
         description="Prepended to every catalog topic name (isolates tests or environments on one cluster).",
     )
-    security: Literal["open", "scram"] = Field(default="open", description="Broker security mode.")
+    security: Literal["open", "scram"] = Field(
+        default="open",
+        description="Broker security mode: open (PLAINTEXT, no ACLs) or scram (SASL/SCRAM-SHA-512 and ACLs, "
+                    "one principal per service; see docs/RELIABILITY.md \"Secured mode\").",
+    )
+    kafka_username: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="SCRAM user this process authenticates as (security=scram); never read from a file.",
+    )
+    kafka_password: SecretStr | None = Field(
+        default=None, description="Password of MBYN_KAFKA_USERNAME (security=scram); never logged.",
+    )
     postgres_port: int = Field(
         default=5433, ge=1024, le=65000,
         description="TCP port of the project-started PostgreSQL (`mbyn postgres up`, 127.0.0.1 only); "

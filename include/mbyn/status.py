@@ -152,7 +152,9 @@ def reader(settings: Settings) -> Consumer:
     """A consumer for reading ranges by ``assign`` (never subscribes, never commits: no group is created)."""
     from confluent_kafka import Consumer
 
-    return Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": f"mbyn-status-{uuid.uuid4().hex[:8]}",
+    from mbyn.kafka.security import client_config
+
+    return Consumer({**client_config(settings), "group.id": f"mbyn-status-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "enable.auto.offset.store": False,
                      "isolation.level": "read_committed", "enable.partition.eof": True,
                      "fetch.max.bytes": 16 * 1024 * 1024, "client.id": "mbyn-status"})

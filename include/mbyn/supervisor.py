@@ -9,6 +9,10 @@ commit), then SIGKILL after ``grace`` seconds. Nothing is left behind.
 
 The running workers are recorded in ``var/run/workers.json`` so that ``mbyn down`` in another terminal
 can stop a pipeline whose terminal was closed.
+
+Secured mode (``MBYN_SECURITY=scram``) against the local cluster: each copy authenticates as its own
+service — ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` of the worker's name from the local secret
+store (``mbyn.kafka.security.principal_environment``) — so a producer can write only its own topics.
 """
 
 from __future__ import annotations
@@ -88,15 +92,20 @@ class Supervisor:
     def state_file(self) -> Path:
         return self.settings.var_dir / "run" / "workers.json"
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, copy: Copy) -> dict[str, str]:
         env = {**os.environ, **self.extra_env}
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.settings.security == "scram":
+            from mbyn.kafka.security import credentials_file, principal_environment
+
+            if credentials_file(self.settings).exists():  # the local cluster: one principal per service
+                env.update(principal_environment(self.settings, copy.worker.split(":", 1)[1]))
         return env
 
     def _start(self, copy: Copy) -> None:
         with open(copy.log_path, "ab") as out:
             copy.proc = subprocess.Popen(copy.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self._env(), start_new_session=True)
+                                         env=self._env(copy), start_new_session=True)
         copy.started = time.monotonic()
         self._save()
 

@@ -36,6 +36,9 @@ type Config struct {
 	SeenOrders     int
 	Seed           int64
 	CommitInterval time.Duration
+	// SASLUser and SASLPassword are set in the secured mode (MBYN_SECURITY=scram): SCRAM-SHA-512.
+	SASLUser     string
+	SASLPassword string
 }
 
 var topicPrefixPattern = regexp.MustCompile(`^[A-Za-z0-9._-]*$`)
@@ -101,6 +104,17 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 	cfg.CatalogPath = getenv("MBYN_CATALOG")
 	if cfg.CatalogPath == "" {
 		cfg.CatalogPath = defaultCatalog()
+	}
+	switch security := strings.TrimSpace(getenv("MBYN_SECURITY")); security {
+	case "", "open":
+	case "scram":
+		cfg.SASLUser = strings.TrimSpace(getenv("MBYN_KAFKA_USERNAME"))
+		cfg.SASLPassword = getenv("MBYN_KAFKA_PASSWORD")
+		if cfg.SASLUser == "" || cfg.SASLPassword == "" {
+			return cfg, fmt.Errorf("MBYN_SECURITY=scram needs MBYN_KAFKA_USERNAME and MBYN_KAFKA_PASSWORD (the SCRAM user of this service and its password)")
+		}
+	default:
+		return cfg, fmt.Errorf("MBYN_SECURITY: open or scram, got %q", security)
 	}
 	return cfg, nil
 }

@@ -30,12 +30,25 @@ func TestParseConfigNamesTheBadSetting(t *testing.T) {
 		"--max-pending":          {[]string{"--max-pending", "0"}, nil},
 		"MBYN_BOOTSTRAP_SERVERS": {nil, map[string]string{"MBYN_BOOTSTRAP_SERVERS": "localhost"}},
 		"MBYN_TOPIC_PREFIX":      {nil, map[string]string{"MBYN_TOPIC_PREFIX": "a b"}},
+		"MBYN_SECURITY":          {nil, map[string]string{"MBYN_SECURITY": "tls"}},
+		"MBYN_KAFKA_PASSWORD":    {nil, map[string]string{"MBYN_SECURITY": "scram", "MBYN_KAFKA_USERNAME": "shipments"}},
 	}
 	for want, c := range cases {
 		_, err := parseConfig(c.args, env(c.env))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v should name it", want, err)
 		}
+	}
+}
+
+func TestParseConfigSecuredModeReadsTheServiceUser(t *testing.T) {
+	cfg, err := parseConfig(nil, env(map[string]string{"MBYN_SECURITY": "scram", "MBYN_KAFKA_USERNAME": "shipments",
+		"MBYN_KAFKA_PASSWORD": "s3cret"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SASLUser != "shipments" || cfg.SASLPassword != "s3cret" || len(producerOpts(cfg)) != len(producerOpts(Config{}))+1 {
+		t.Fatalf("secured config not applied: user %q, %d options", cfg.SASLUser, len(producerOpts(cfg)))
 	}
 }
 

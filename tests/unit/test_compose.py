@@ -22,6 +22,7 @@ import yaml
 from mbyn.settings import PROJECT_ROOT, load_settings
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+SECURED_FILE = PROJECT_ROOT / "docker-compose.secured.yml"
 SCHEMA_FILE = PROJECT_ROOT / "tests" / "data" / "compose-spec.json"
 INTERNAL_BOOTSTRAP = "kafka:29092"
 
@@ -29,7 +30,7 @@ INTERNAL_BOOTSTRAP = "kafka:29092"
 def interpolate(value: Any) -> Any:
     """Compose variable substitution with every variable unset.
 
-    ``${X:-d}`` and ``${X-d}`` become d, ``${X}`` becomes "", ``$$`` becomes $.
+    ``${X:-d}`` and ``${X-d}`` become d, ``${X}`` and ``${X:?message}`` (required) become "", ``$$`` becomes $.
     """
     if isinstance(value, dict):
         return {k: interpolate(v) for k, v in value.items()}
@@ -41,9 +42,9 @@ def interpolate(value: Any) -> Any:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
-        return match.group("default") or ""
+        return (match.group("default") or "") if match.group("op") == "-" else ""
 
-    return re.sub(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}", replace, value)
+    return re.sub(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?(?P<op>[-?])(?P<default>[^}]*))?\}", replace, value)
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +283,29 @@ def test_every_published_port_is_local_only(services: dict[str, dict[str, Any]])
         for port in service.get("ports", []):
             host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this machine"
-    assert services["kafdrop"]["ports"], "Kafdrop should be reachable from the host"
+    assert "ports" not in services["kafdrop"], "Kafdrop has no login: publish it only through kafdrop-proxy"
+    assert services["kafdrop"]["expose"] == ["9000"]
+
+
+def test_kafdrop_is_reachable_from_the_host_only_through_a_login(services: dict[str, dict[str, Any]],
+                                                                 tmp_path: Any) -> None:
+    import subprocess
+
+    proxy = services["kafdrop-proxy"]
+    assert proxy["ports"] == ["127.0.0.1:9000:8080"]
+    assert proxy["depends_on"]["kafdrop"]["condition"] == "service_healthy"
+    assert set(proxy["volumes"]) == {
+        "./docker/kafdrop-proxy/default.conf:/etc/nginx/conf.d/default.conf:ro",
+        "./docker/kafdrop-proxy/10-htpasswd.sh:/docker-entrypoint.d/10-htpasswd.sh:ro"}
+    config = (PROJECT_ROOT / "docker" / "kafdrop-proxy" / "default.conf").read_text()
+    assert "proxy_pass http://kafdrop:9000;" in config
+    location = config.split("location / {", 1)[1]
+    assert "auth_basic \"Kafdrop\";" in location and "auth_basic_user_file /etc/nginx/kafdrop.htpasswd;" in location
+    assert proxy["environment"]["KAFDROP_PASSWORD"] == "", "no default password: the user must set one"
+    script = PROJECT_ROOT / "docker" / "kafdrop-proxy" / "10-htpasswd.sh"
+    refused = subprocess.run(["sh", str(script)], env={"PATH": "/usr/bin:/bin", "KAFDROP_PASSWORD": ""},
+                             capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "KAFDROP_PASSWORD" in refused.stderr
 
 
 def test_kafdrop_and_workers_use_the_internal_listener(services: dict[str, dict[str, Any]]) -> None:
@@ -379,3 +402,98 @@ def test_no_worker_service_without_a_registration(services: dict[str, dict[str, 
     stray = [f"{name}: mbyn {' '.join(cmd)}" for cmd, name in worker_commands(services).items()
              if cmd[:1] in (("produce",), ("consume",)) and cmd[:2] not in known]
     assert not stray, "worker services for names no registry knows:\n" + "\n".join(stray)
+
+
+# The secured variant (docker-compose.secured.yml) -------------------------------------------------------
+
+
+def merge(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file for what these files use: mappings merge, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{k: merge(base.get(k), v) for k, v in override.items()}}
+    return override
+
+
+@pytest.fixture(scope="module")
+def secured_raw() -> dict[str, Any]:
+    with SECURED_FILE.open() as fh:
+        result: dict[str, Any] = yaml.safe_load(fh)
+    return result
+
+
+@pytest.fixture(scope="module")
+def secured(compose: dict[str, Any], secured_raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = merge(compose, interpolate(secured_raw))["services"]
+    return merged
+
+
+def password_var(principal: str) -> str:
+    return "KAFKA_" + principal.upper().replace("-", "_") + "_PASSWORD"
+
+
+def test_secured_file_satisfies_the_compose_specification(compose: dict[str, Any],
+                                                          secured_raw: dict[str, Any]) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    merged = merge(compose, interpolate(secured_raw))
+    errors = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(merged))
+    assert not errors, [e.message[:200] for e in errors]
+
+
+def test_secured_broker_authenticates_everyone_and_denies_without_an_acl(secured: dict[str, dict[str, Any]]) -> None:
+    kafka = secured["kafka"]["environment"]
+    assert all(p.endswith(":SASL_PLAINTEXT") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert kafka["KAFKA_SUPER_USERS"] == "User:admin"
+    assert kafka["KAFKA_LISTENER_NAME_HOST_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"  # no PLAIN from the host
+    assert "--command-config" in " ".join(as_argv(secured["kafka"]["healthcheck"]["test"]))
+    assert not [k for k in kafka if k.startswith("KAFKA_") and k.endswith("_PASSWORD")], \
+        "the apache/kafka image turns KAFKA_* variables into broker settings"
+
+
+def test_secured_every_principal_gets_a_scram_user_from_the_environment(secured: dict[str, dict[str, Any]],
+                                                                         secured_raw: dict[str, Any]) -> None:
+    from mbyn.kafka.security import principals
+
+    job = secured["kafka-users"]
+    assert job["environment"]["MBYN_PRINCIPALS"].split() == principals()
+    raw_env = secured_raw["services"]["kafka-users"]["environment"]
+    for principal in principals():
+        var = password_var(principal)
+        assert raw_env[var].startswith("${" + var + ":?"), f"{var} must be required, with no default"
+    assert (PROJECT_ROOT / "docker" / "kafka" / "create-scram-users.sh").exists()
+    assert secured["topics"]["environment"]["MBYN_KAFKA_USERNAME"] == "admin"
+    assert secured["topics"]["depends_on"]["kafka-users"]["condition"] == "service_completed_successfully"
+
+
+def test_secured_each_worker_authenticates_as_its_own_service(secured: dict[str, dict[str, Any]],
+                                                              secured_raw: dict[str, Any]) -> None:
+    workers = {n: s for n, s in secured.items() if as_argv(s.get("entrypoint")) == ["mbyn"]
+               and as_argv(s.get("command"))[:1] in (["produce"], ["consume"])}
+    assert len(workers) >= 13
+    for name, service in workers.items():
+        service_name = as_argv(service["command"])[1]
+        env = service["environment"]
+        assert env["MBYN_SECURITY"] == "scram" and env["MBYN_KAFKA_USERNAME"] == service_name, name
+        raw = secured_raw["services"][name]["environment"]["MBYN_KAFKA_PASSWORD"]
+        assert raw.startswith("${" + password_var(service_name) + ":?"), name
+        overrides = {k.removeprefix("MBYN_").lower(): v for k, v in env.items() if k.startswith("MBYN_")}
+        assert load_settings(**overrides).kafka_username == service_name
+
+
+def test_secured_airflow_and_kafdrop_authenticate(secured: dict[str, dict[str, Any]]) -> None:
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        env = secured[name]["environment"]
+        assert env["MBYN_KAFKA_USERNAME"] == "airflow"
+        for conn_var in ("AIRFLOW_CONN_KAFKA_DEFAULT", "AIRFLOW_CONN_KAFKA_INCIDENTS"):
+            extra = json.loads(env[conn_var])["extra"]
+            assert extra["security.protocol"] == "SASL_PLAINTEXT" and extra["sasl.mechanism"] == "SCRAM-SHA-512"
+            assert extra["sasl.username"] == "airflow" and extra["enable.auto.commit"] is False
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]  # the base settings survive the merge
+    kafdrop = secured["kafdrop"]
+    assert "ports" not in kafdrop
+    assert as_argv(kafdrop["entrypoint"]) == ["/bin/sh", "/opt/mbyn/secured-entrypoint.sh"]
+    assert (PROJECT_ROOT / "docker" / "kafdrop" / "secured-entrypoint.sh").exists()
+    assert "username=\\\"kafdrop\\\"" in (PROJECT_ROOT / "docker" / "kafdrop" / "secured-entrypoint.sh").read_text()

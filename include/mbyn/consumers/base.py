@@ -138,10 +138,11 @@ class TopicTable:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         from mbyn.catalog import load_catalog
+        from mbyn.kafka.security import client_config
 
         physical = self._physical = load_catalog().get(self.topic).physical
         self._consumer = Consumer({
-            "bootstrap.servers": self.settings.bootstrap(),
+            **client_config(self.settings),
             # Required by librdkafka even though the table never joins a group or commits.
             "group.id": f"{self.settings.topic_prefix}{self.who}-table-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "enable.auto.offset.store": False,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mbyn.catalog import Catalog, Topic, load_catalog
 from mbyn.errors import BrokerUnavailableError, MbynError
+from mbyn.kafka.security import client_config, raise_if_refused
 from mbyn.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -27,10 +28,14 @@ def admin_client(settings: Settings | None = None, timeout_s: float = 30.0) -> A
     from confluent_kafka.admin import AdminClient
 
     settings = settings or get_settings()
-    client = AdminClient({"bootstrap.servers": settings.bootstrap(), "socket.timeout.ms": 10000})
+    errors: list[Any] = []
+    conf: dict[str, Any] = {**client_config(settings), "socket.timeout.ms": 10000, "error_cb": errors.append}
+    client = AdminClient(conf)
     try:
         client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        client.poll(0)
+        raise_if_refused(errors, settings, "admin client")
         raise BrokerUnavailableError(
             f"no broker answered at {settings.bootstrap()} within {timeout_s:.0f}s: {exc}") from None
     return client
@@ -50,7 +55,11 @@ def replication_for(topic: Topic, brokers: int) -> tuple[int, dict[str, str]]:
 
 def apply_topics(settings: Settings | None = None, catalog: Catalog | None = None,
                  names: list[str] | None = None) -> list[TopicChange]:
-    """Create missing catalog topics and raise partition counts; never lowers or deletes anything."""
+    """Create missing catalog topics and raise partition counts; never lowers or deletes anything.
+
+    Secured mode: then also creates the catalog's ACLs for the topic prefix (``security.apply_acls``,
+    idempotent) — ``settings`` must authenticate as the admin principal.
+    """
     from confluent_kafka.admin import NewPartitions, NewTopic
 
     settings = settings or get_settings()
@@ -93,6 +102,10 @@ def apply_topics(settings: Settings | None = None, catalog: Catalog | None = Non
         raise MbynError("topic changes failed:\n  " + "\n  ".join(failures))
     changes = [TopicChange(c.topic, "unchanged", "already existed") if c.topic in existed else c for c in changes]
     _wait_visible(client, expected)
+    if settings.security == "scram":
+        from mbyn.kafka.security import apply_acls
+
+        apply_acls(settings, catalog)
     return changes
 
 

@@ -4,6 +4,8 @@ Layout under ``<var>/kafka/``::
 
     lib/                    jars resolved from include/kafka-dist/pom.xml (stamped by the POM's hash)
     n1/ or n3/              one folder per cluster size, so 1- and 3-node data never mix
+    n1-scram/ or n3-scram/  the same for the secured mode (SASL/SCRAM + ACLs, see mbyn.kafka.security)
+    scram-credentials.json  secured mode: one generated password per principal (0600; the local secret store)
         cluster-id          the KRaft cluster id every node was formatted with
         node-K/server.properties, data/, logs/, stdout.log
     cluster.json            pids and bootstrap servers of the running cluster
@@ -25,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mbyn.errors import ClusterError
+from mbyn.errors import ClusterError, MbynError
 from mbyn.runtime import pid_alive, port_open, stop_process_groups
 from mbyn.settings import INCLUDE_DIR, Settings
 
@@ -53,6 +55,7 @@ class ClusterState:
     nodes: int
     bootstrap_servers: str
     pids: dict[str, int]  # node id → pid
+    security: str = "open"
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +67,8 @@ class ClusterState:
     def load(cls, path: Path) -> ClusterState | None:
         try:
             data = json.loads(path.read_text())
-            return cls(nodes=int(data["nodes"]), bootstrap_servers=data["bootstrap_servers"], pids=data["pids"])
+            return cls(nodes=int(data["nodes"]), bootstrap_servers=data["bootstrap_servers"], pids=data["pids"],
+                       security=data.get("security", "open"))
         except (OSError, ValueError, KeyError):
             return None
 
@@ -124,7 +128,8 @@ def java_cmd(settings: Settings, main_class: str, *args: str, heap: str | None =
 
 
 def cluster_home(settings: Settings, nodes: int) -> Path:
-    return settings.kafka_dir / f"n{nodes}"
+    """``n1``/``n3``; the secured mode has its own (``n1-scram``): open and secured data never mix."""
+    return settings.kafka_dir / (f"n{nodes}-scram" if settings.security == "scram" else f"n{nodes}")
 
 
 def plan_nodes(settings: Settings, nodes: int) -> list[Node]:
@@ -136,8 +141,8 @@ def plan_nodes(settings: Settings, nodes: int) -> list[Node]:
     ]
 
 
-def server_properties(node: Node, all_nodes: list[Node]) -> str:
-    """The broker+controller configuration of one node."""
+def server_properties(node: Node, all_nodes: list[Node], admin_password: str | None = None) -> str:
+    """The broker+controller configuration of one node; secured (SASL + ACLs) when ``admin_password`` is given."""
     n = len(all_nodes)
     rf = min(3, n)
     min_isr = 2 if n >= 3 else 1
@@ -167,14 +172,28 @@ def server_properties(node: Node, all_nodes: list[Node]) -> str:
         "log.retention.check.interval.ms": 60000,
         "log.cleaner.backoff.ms": 5000,
     }
+    if admin_password is not None:
+        from mbyn.kafka.security import broker_properties
+
+        props["listeners"] = (f"SASL_PLAINTEXT://127.0.0.1:{node.broker_port},"
+                              f"CONTROLLER://127.0.0.1:{node.controller_port}")
+        props["advertised.listeners"] = f"SASL_PLAINTEXT://127.0.0.1:{node.broker_port}"
+        props.update(broker_properties(admin_password))
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
 # Lifecycle -------------------------------------------------------------------------------------------
 
 
-def format_storage(settings: Settings, nodes: list[Node], cluster_size: int) -> None:
-    """Format every node's KRaft storage once, all with the same cluster id."""
+def format_storage(settings: Settings, nodes: list[Node], cluster_size: int,
+                   scram: dict[str, str] | None = None) -> None:
+    """Format every node's KRaft storage once, all with the same cluster id.
+
+    ``scram`` (principal → password) bootstraps those SCRAM-SHA-512 users into the metadata log, so the
+    brokers of a secured cluster can authenticate to each other before any of them is up.
+    """
+    from mbyn.kafka.security import format_arguments
+
     home = cluster_home(settings, cluster_size)
     id_file = home / "cluster-id"
     if not id_file.exists():
@@ -192,7 +211,8 @@ def format_storage(settings: Settings, nodes: list[Node], cluster_size: int) -> 
         log(f"formatting KRaft storage of node {node.node_id} (cluster {cluster_id})")
         result = subprocess.run(
             java_cmd(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                     "-c", str(node.home / "server.properties"), "--ignore-formatted", heap="256m"),
+                     "-c", str(node.home / "server.properties"), "--ignore-formatted",
+                     *format_arguments(scram or {}), heap="256m"),
             capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ClusterError(f"formatting node {node.node_id} failed:\n"
@@ -253,6 +273,9 @@ def up(settings: Settings, nodes: int | None = None, timeout: float = START_TIME
     if current is not None:
         if current.nodes != size:
             raise ClusterError(f"a {current.nodes}-node cluster is already running; run `mbyn kafka down` first")
+        if current.security != settings.security:
+            raise ClusterError(f"a cluster in security mode {current.security!r} is already running, not "
+                               f"{settings.security!r} (MBYN_SECURITY); run `mbyn kafka down` first")
         wait_ready(settings, plan_nodes(settings, size), {}, timeout)
         log(f"already running: {current.bootstrap_servers}")
         return current
@@ -262,24 +285,46 @@ def up(settings: Settings, nodes: int | None = None, timeout: float = START_TIME
         raise ClusterError(f"port(s) {busy} are in use by another program; set MBYN_KAFKA_PORT / "
                            "MBYN_KAFKA_CONTROLLER_PORT to free ports")
     ensure_jars(settings)
+    scram = None
+    if settings.security == "scram":
+        from mbyn.kafka.security import ADMIN, local_credentials
+
+        scram = local_credentials(settings, create=True)
     for node in plan:
         node.home.mkdir(parents=True, exist_ok=True)
-        (node.home / "server.properties").write_text(server_properties(node, plan))
-    format_storage(settings, plan, size)
+        props = node.home / "server.properties"
+        if scram:
+            props.touch(mode=0o600)  # a secured node's file holds the admin password
+        props.write_text(server_properties(node, plan, scram[ADMIN] if scram else None))
+    format_storage(settings, plan, size, scram)
     procs = {}
     for node in plan:
         procs[node.node_id] = start_node(settings, node, die_with_parent)
         log(f"node {node.node_id} started (pid {procs[node.node_id].pid}), logs in {node.home / 'logs'}")
     state = ClusterState(nodes=size, bootstrap_servers=",".join(n.bootstrap for n in plan),
-                         pids={str(k): p.pid for k, p in procs.items()})
+                         pids={str(k): p.pid for k, p in procs.items()}, security=settings.security)
     state.save(settings.cluster_file)
     try:
         wait_ready(settings, plan, procs, timeout)
-    except ClusterError:
+        if scram is not None:
+            secure(settings.model_copy(update={"bootstrap_servers": state.bootstrap_servers}))
+    except MbynError:
         down(settings)
         raise
     log(f"ready: bootstrap servers {state.bootstrap_servers}")
     return state
+
+
+def secure(settings: Settings) -> None:
+    """Secured cluster: add SCRAM users created after the format, then the catalog's ACLs (idempotent)."""
+    from mbyn.kafka.security import apply_acls, as_principal, ensure_users, local_credentials
+
+    admin = as_principal(settings)
+    added = ensure_users(admin, local_credentials(settings))
+    if added:
+        log(f"SCRAM users added: {', '.join(added)}")
+    log(f"{len(apply_acls(admin))} ACLs in place for topic prefix {settings.topic_prefix!r}; "
+        f"credentials in {settings.kafka_dir / 'scram-credentials.json'}")
 
 
 def wait_ready(settings: Settings, plan: list[Node], procs: dict[int, subprocess.Popen[bytes]], timeout: float) -> None:
@@ -322,13 +367,14 @@ def status(settings: Settings) -> dict[str, object]:
     state = ClusterState.load(settings.cluster_file)
     if state is None:
         return {"running": False, "nodes": []}
-    plan = plan_nodes(settings, state.nodes)
+    plan = plan_nodes(settings.model_copy(update={"security": state.security}), state.nodes)
     rows = []
     for node in plan:
         pid = state.pids.get(str(node.node_id))
         rows.append({"node_id": node.node_id, "pid": pid, "alive": bool(pid and pid_alive(pid)),
                      "broker_port": node.broker_port, "ready": port_open(node.broker_port)})
-    return {"running": any(r["alive"] for r in rows), "bootstrap_servers": state.bootstrap_servers, "nodes": rows}
+    return {"running": any(r["alive"] for r in rows), "bootstrap_servers": state.bootstrap_servers,
+            "security": state.security, "nodes": rows}
 
 
 def kill_node(settings: Settings, node_id: int, sig: int = signal.SIGKILL) -> int:
@@ -350,7 +396,7 @@ def restart_node(settings: Settings, node_id: int, timeout: float = START_TIMEOU
     state = ClusterState.load(settings.cluster_file)
     if state is None:
         raise ClusterError("no cluster recorded")
-    plan = plan_nodes(settings, state.nodes)
+    plan = plan_nodes(settings.model_copy(update={"security": state.security}), state.nodes)
     node = next(n for n in plan if n.node_id == node_id)
     proc = start_node(settings, node, die_with_parent)
     state.pids[str(node_id)] = proc.pid

@@ -59,9 +59,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mbyn.catalog import Catalog, load_catalog
-from mbyn.contracts.envelope import MAX_VALUE_BYTES, validate
+from mbyn.contracts.envelope import MAX_VALUE_BYTES, decode_json, validate
 from mbyn.errors import ContractError, PoisonRecordError, SinkUnavailableError
 from mbyn.kafka.producer import TopicProducer, wait_for_broker
+from mbyn.kafka.security import client_config
 from mbyn.runtime import Progress, StopFlag, backoff_delays, setup_logging
 from mbyn.settings import Settings
 
@@ -119,6 +120,34 @@ class Record:
             if k == name:
                 return v.decode("utf-8", errors="replace") if v is not None else None
         return None
+
+
+class _PolledRecord(Record):
+    """A Record straight from ``consume()``: its headers are read from the message on first use.
+
+    Converting a message's headers costs more than decoding its JSON, and most consumers never look at
+    them (dead-lettering and the lake archiver do).
+    """
+
+    _headers: list[tuple[str, bytes]] | None
+
+    def __init__(self, message: Message, **fields: Any) -> None:
+        self._message: Message | None = message
+        super().__init__(headers=None, **fields)  # type: ignore[arg-type]  # the setter below keeps "unread"
+
+    @property  # type: ignore[override]
+    def headers(self) -> list[tuple[str, bytes]]:
+        if self._headers is None:
+            assert self._message is not None
+            headers: list[tuple[str, bytes]] = list(self._message.headers() or [])  # type: ignore[arg-type]
+            self._headers = headers
+            self._message = None
+            return headers
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: list[tuple[str, bytes]] | None) -> None:
+        self._headers = value
 
 
 @dataclass
@@ -185,8 +214,11 @@ class StreamConsumer:
     * ``name`` — the consumer (and group) name, e.g. ``warehouse-loader``.
     * ``topics`` — logical catalog topics to subscribe to.
     * ``commit_mode`` — ``"kafka"`` (default), ``"sink"`` or ``"transaction"``; see the module docstring.
-    * ``batch_size`` / ``batch_timeout`` — ``consume(batch_size, batch_timeout)``; larger batches mean
-      fewer commits and transactions, smaller ones less re-processing after a crash.
+    * ``batch_size`` / ``batch_timeout`` — ``consume(batch_size, batch_timeout)``: a batch is handed over
+      when ``batch_size`` records have arrived or ``batch_timeout`` seconds have passed, whichever is first
+      (``--batch-size`` / ``--max-wait-ms``). Under load batches fill at once; at a low rate the timeout is
+      the latency a record can wait before it is processed. Larger batches mean fewer commits and
+      transactions, smaller ones less re-processing after a crash.
     * ``poison_errors`` — errors that send a record to dead-letters; ``transient_errors`` — errors that
       retry the batch with back-off; ``retry_timeout_s`` — give up (raise) after that long (None: never).
     * ``kafka_config`` — extra librdkafka settings (merged last).
@@ -287,7 +319,7 @@ class ConsumerRuntime:
         wait_for_broker(self.settings, app.name, stop=self.stop)
         conf: dict[str, Any] = {
             **CONSUMER_DEFAULTS,
-            "bootstrap.servers": self.settings.bootstrap(),
+            **client_config(self.settings),
             "group.id": self.group_id,
             "client.id": f"mbyn-{app.name}",
             "session.timeout.ms": int(self.settings.consumer_session_timeout_s * 1000),
@@ -368,11 +400,10 @@ class ConsumerRuntime:
                 continue
             ts_type, ts = msg.timestamp()
             physical = msg.topic() or ""
-            records.append(Record(
-                topic=self._physical_to_logical.get(physical, physical), physical_topic=physical,
+            records.append(_PolledRecord(
+                msg, topic=self._physical_to_logical.get(physical, physical), physical_topic=physical,
                 partition=int(msg.partition() or 0), offset=int(msg.offset() or 0), key=msg.key(),
-                value=msg.value(), headers=list(msg.headers() or []),  # type: ignore[arg-type]
-                timestamp_ms=ts if ts_type != 0 else None))  # 0 = TIMESTAMP_NOT_AVAILABLE
+                value=msg.value(), timestamp_ms=ts if ts_type != 0 else None))  # 0 = TIMESTAMP_NOT_AVAILABLE
         self.counters.consumed += len(records)
         return records
 
@@ -568,7 +599,8 @@ def decode_envelope(record: Record, catalog: Catalog | None = None) -> dict[str,
     key), ``null_value`` (no value on a non-compacted topic), ``oversize`` (over MAX_VALUE_BYTES),
     ``not_json`` (not UTF-8 JSON), ``unknown_schema_version`` or ``schema_violation``.
     """
-    topic = (catalog or load_catalog()).get(record.topic)
+    catalog = catalog or load_catalog()
+    topic = catalog.get(record.topic)
     if topic.key is not None and record.key is None:
         raise PoisonRecordError("null_key", f"{record.topic}: records must have a key ({topic.key})")
     if record.value is None:
@@ -578,16 +610,14 @@ def decode_envelope(record: Record, catalog: Catalog | None = None) -> dict[str,
     if len(record.value) > MAX_VALUE_BYTES:
         raise PoisonRecordError("oversize", f"value is {len(record.value)} bytes; the limit is {MAX_VALUE_BYTES}")
     try:
-        value = json.loads(record.value.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise PoisonRecordError("not_json", f"value is not UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise PoisonRecordError("not_json", f"value is not JSON: {exc}") from None
+        value = decode_json(record.value)
+    except ContractError as exc:  # not UTF-8 / not JSON
+        raise PoisonRecordError("not_json", str(exc)) from None
     if not isinstance(value, dict):
         raise PoisonRecordError("schema_violation", f"{record.topic}: value is a JSON {type(value).__name__}, "
                                 "not an envelope object")
     version = value.get("schema_version")
-    expected = (catalog or load_catalog()).schema_version
+    expected = catalog.schema_version
     if version != expected:
         raise PoisonRecordError("unknown_schema_version",
                                 f"{record.topic}: schema_version {version!r} is not supported (expected {expected})")
@@ -633,6 +663,9 @@ def run_consumer(consumer: StreamConsumer, settings: Settings, *, stop: StopFlag
 def add_consumer_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every runtime consumer accepts beyond --duration/--idle-exit (added by `mbyn consume`)."""
     parser.add_argument("--batch-size", type=int, default=None, help="records per poll (default: per consumer)")
+    parser.add_argument("--max-wait-ms", type=int, default=None,
+                        help="longest wait for a batch to fill before the records that have arrived are processed "
+                             "(default: per consumer; lower = less latency, more and smaller transactions)")
     parser.add_argument("--instance-id", default=None,
                         help="static group membership id: a restarted copy gets its partitions back at once")
 
@@ -647,6 +680,11 @@ def run_consumer_cli(factory: Callable[[], StreamConsumer], settings: Settings, 
         if batch_size < 1:
             raise SystemExit("mbyn: --batch-size must be at least 1")
         consumer.batch_size = batch_size
+    max_wait_ms = getattr(args, "max_wait_ms", None)
+    if max_wait_ms is not None:
+        if max_wait_ms < 1:
+            raise SystemExit("mbyn: --max-wait-ms must be at least 1")
+        consumer.batch_timeout = max_wait_ms / 1000
     summary = run_consumer(consumer, settings, stop=stop, duration=getattr(args, "duration", None),
                            idle_exit=getattr(args, "idle_exit", None), instance_id=getattr(args, "instance_id", None))
     print(json.dumps(summary), flush=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mbyn.kafka.security import client_config
 from mbyn.settings import Settings
 
 #: Connection id of batch consumers and of producers run by Airflow.
@@ -34,7 +35,7 @@ def kafka_extra(settings: Settings, conn_id: str = KAFKA_CONN_ID) -> dict[str, A
     except KeyError:
         raise ValueError(f"unknown Kafka connection id {conn_id!r}; known: {', '.join(_GROUPS)}") from None
     return {
-        "bootstrap.servers": settings.bootstrap(),
+        **client_config(settings),  # secured mode: SASL/SCRAM with the settings' user (Airflow's own principal)
         "group.id": settings.topic_prefix + group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -228,6 +228,7 @@ def _backlog(settings: Settings, engine: Engine) -> dict[str, int] | None:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
     from sqlalchemy import inspect, select
 
+    from mbyn.kafka.security import client_config
     from mbyn.warehouse.schema import kafka_offsets
 
     if not inspect(engine).has_table("kafka_offsets"):
@@ -238,7 +239,7 @@ def _backlog(settings: Settings, engine: Engine) -> dict[str, int] | None:
                             .where(kafka_offsets.c.consumer_group.startswith(settings.topic_prefix))).all()
     if not rows:
         return {}
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": "mbyn-report-probe",
+    consumer = Consumer({**client_config(settings), "group.id": "mbyn-report-probe",
                          "enable.auto.commit": False, "socket.timeout.ms": int(BROKER_TIMEOUT_S * 1000)})
     try:
         consumer.list_topics(timeout=BROKER_TIMEOUT_S)

@@ -18,13 +18,14 @@ from types import FrameType
 from typing import Any
 
 from mbyn.catalog import CATALOG_FILE
+from mbyn.kafka.security import security_environment
 from mbyn.settings import Settings
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
     """The process environment plus the settings an external producer reads."""
     return {**os.environ, "MBYN_BOOTSTRAP_SERVERS": settings.bootstrap(), "MBYN_TOPIC_PREFIX": settings.topic_prefix,
-            "MBYN_CATALOG": str(CATALOG_FILE)}
+            "MBYN_CATALOG": str(CATALOG_FILE), **security_environment(settings)}
 
 
 def _child_setup() -> None:

@@ -7,6 +7,7 @@ import java.util.concurrent.TimeoutException;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.DescribeClusterOptions;
+import org.apache.kafka.common.errors.SaslAuthenticationException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -30,9 +31,9 @@ final class BrokerWait {
     }
 
     /** Returns true once the cluster answers, false if stopped while waiting. */
-    static boolean await(String bootstrap, double maxWaitSeconds, StopSignal stop) throws BrokerUnavailableException {
-        Properties config = new Properties();
-        config.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+    static boolean await(Options options, double maxWaitSeconds, StopSignal stop) throws BrokerUnavailableException {
+        String bootstrap = options.bootstrap();
+        Properties config = options.clientConfig();
         config.put(AdminClientConfig.CLIENT_ID_CONFIG, PaymentSender.SOURCE + "-probe");
         config.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "3000");
         config.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "3000");
@@ -47,6 +48,12 @@ final class BrokerWait {
                     }
                     return true;
                 } catch (ExecutionException | TimeoutException e) {
+                    if (e.getCause() instanceof SaslAuthenticationException refused) {
+                        // Retrying cannot fix credentials: stop at once and say which settings to check.
+                        throw new BrokerUnavailableException("the broker at " + bootstrap + " refused the credentials of "
+                                + "MBYN_KAFKA_USERNAME=" + options.saslUsername() + " (wrong MBYN_KAFKA_PASSWORD, unknown "
+                                + "user, or MBYN_SECURITY does not match the cluster): " + refused.getMessage());
+                    }
                     if (stop.isSet()) {
                         return false;
                     }

@@ -3,14 +3,16 @@ package dev.mbyn.payments;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import java.util.Properties;
 
 /**
  * Command-line options and environment, checked once at start.
  *
  * <p>Environment: {@code MBYN_BOOTSTRAP_SERVERS} (default {@code 127.0.0.1:9092}), {@code MBYN_TOPIC_PREFIX}
  * (default empty), {@code MBYN_CATALOG} (path of {@code include/topics.yaml}, default {@code ../topics.yaml}
- * relative to the working directory). A wrong value raises {@link UsageException} naming the option or
- * variable and what is allowed.
+ * relative to the working directory), {@code MBYN_SECURITY} ({@code open} or {@code scram}; with {@code scram}
+ * also {@code MBYN_KAFKA_USERNAME} and {@code MBYN_KAFKA_PASSWORD}: the SCRAM-SHA-512 user of this service).
+ * A wrong value raises {@link UsageException} naming the option or variable and what is allowed.
  */
 record Options(
         String bootstrap,
@@ -22,7 +24,9 @@ record Options(
         Double idleExitSeconds,
         boolean synthetic,
         boolean check,
-        double maxBrokerWaitSeconds) {
+        double maxBrokerWaitSeconds,
+        String saslUsername,
+        String saslPassword) {
 
     static final String USAGE = String.join("\n",
             "usage: java -jar payments-service.jar [--count N] [--rate R] [--duration S] [--idle-exit S] [--synthetic]",
@@ -33,7 +37,8 @@ record Options(
             "  --synthetic     consume nothing: generate valid payment events (benchmarks)",
             "  --max-broker-wait S  give up when no broker answers within S seconds (default 300)",
             "  --check         load the catalog, validate sample payments, create the clients, exit (no broker needed)",
-            "environment: MBYN_BOOTSTRAP_SERVERS, MBYN_TOPIC_PREFIX, MBYN_CATALOG");
+            "environment: MBYN_BOOTSTRAP_SERVERS, MBYN_TOPIC_PREFIX, MBYN_CATALOG,",
+            "             MBYN_SECURITY (open|scram), MBYN_KAFKA_USERNAME, MBYN_KAFKA_PASSWORD");
 
     /** A setting that is missing or not allowed; the message says which and what is allowed. */
     static final class UsageException extends Exception {
@@ -86,7 +91,48 @@ record Options(
             throw new UsageException("MBYN_CATALOG must name the readable topic catalog (include/topics.yaml); "
                     + catalog + " is not readable");
         }
-        return new Options(bootstrap, prefix, catalog, count, rate, duration, idleExit, synthetic, check, maxWait);
+        String security = env.getOrDefault("MBYN_SECURITY", "open").trim();
+        String username = null;
+        String password = null;
+        if (security.equals("scram")) {
+            username = env.getOrDefault("MBYN_KAFKA_USERNAME", "").trim();
+            password = env.getOrDefault("MBYN_KAFKA_PASSWORD", "");
+            if (username.isEmpty() || password.isEmpty()) {
+                throw new UsageException("MBYN_SECURITY=scram needs MBYN_KAFKA_USERNAME and MBYN_KAFKA_PASSWORD "
+                        + "(the SCRAM user of this service and its password)");
+            }
+        } else if (!security.isEmpty() && !security.equals("open")) {
+            throw new UsageException("MBYN_SECURITY must be open or scram, got " + security);
+        }
+        return new Options(bootstrap, prefix, catalog, count, rate, duration, idleExit, synthetic, check, maxWait,
+                username, password);
+    }
+
+    /**
+     * The start of every Kafka client configuration (producer, consumer, admin): the bootstrap servers and,
+     * in the secured mode, SASL/SCRAM-SHA-512 with this service's user — the same settings as the Python
+     * clients' {@code mbyn.kafka.security.client_config}.
+     */
+    Properties clientConfig() {
+        Properties config = new Properties();
+        config.put("bootstrap.servers", bootstrap);
+        if (saslUsername != null) {
+            config.put("security.protocol", "SASL_PLAINTEXT");
+            config.put("sasl.mechanism", "SCRAM-SHA-512");
+            config.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    + "username=\"" + jaasEscape(saslUsername) + "\" password=\"" + jaasEscape(saslPassword) + "\";");
+        }
+        return config;
+    }
+
+    private static String jaasEscape(String value) {
+        return value.replace("\\", "\\\\").replace("\"", "\\\"");
+    }
+
+    /** Never print the password (records print every component by default). */
+    @Override
+    public String toString() {
+        return "Options[bootstrap=" + bootstrap + ", topicPrefix=" + topicPrefix + ", user=" + saslUsername + "]";
     }
 
     private static String value(String[] args, int index, String option) throws UsageException {

@@ -201,8 +201,7 @@ final class OrderPipeline {
     }
 
     private Properties consumerConfig() {
-        Properties config = new Properties();
-        config.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, options.bootstrap());
+        Properties config = options.clientConfig();
         config.put(ConsumerConfig.GROUP_ID_CONFIG, options.groupId());
         config.put(ConsumerConfig.CLIENT_ID_CONFIG, PaymentSender.SOURCE);
         config.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");

@@ -39,8 +39,7 @@ final class PaymentSender implements AutoCloseable {
     private final Throttle failureLog = new Throttle(10_000);
 
     PaymentSender(Options options, PaymentSchema schema, ObjectMapper mapper, Counters counters) {
-        Properties config = new Properties();
-        config.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, options.bootstrap());
+        Properties config = options.clientConfig();
         config.put(ProducerConfig.CLIENT_ID_CONFIG, SOURCE);
         config.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
         config.put(ProducerConfig.ACKS_CONFIG, "all");

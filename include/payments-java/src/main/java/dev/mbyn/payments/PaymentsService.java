@@ -99,7 +99,7 @@ public final class PaymentsService {
         long started = System.nanoTime();
         String stoppedBy;
         try {
-            if (!BrokerWait.await(options.bootstrap(), options.maxBrokerWaitSeconds(), stop)) {
+            if (!BrokerWait.await(options, options.maxBrokerWaitSeconds(), stop)) {
                 stoppedBy = stop.reason();
             } else {
                 try (PaymentSender sender = new PaymentSender(options, schema, mapper, counters)) {

@@ -53,8 +53,7 @@ final class SelfCheck {
                     }
                 }
             }
-            Properties config = new Properties();
-            config.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, options.bootstrap());
+            Properties config = options.clientConfig();
             config.put(ConsumerConfig.GROUP_ID_CONFIG, options.groupId());
             config.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
             config.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());

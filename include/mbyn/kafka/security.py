@@ -1,0 +1,329 @@
+"""The secured mode (``MBYN_SECURITY=scram``): SASL/SCRAM principals, their ACLs and every client's config.
+
+* **One client config.** ``client_config(settings)`` is the only place a librdkafka configuration starts
+  from: the bootstrap servers, plus ``security.protocol=SASL_PLAINTEXT``, ``sasl.mechanism=SCRAM-SHA-512``
+  and the username/password from ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` when secured. Open mode
+  returns exactly what it returned before (the bootstrap servers only).
+* **One principal per service.** The principals are the services named in the catalog's ``writers`` /
+  ``readers`` lists (``include/topics.yaml``), plus ``lag-monitor`` (describes every group and topic),
+  ``kafdrop`` (the compose file's topic browser: reads every topic, describes every group) and ``admin``
+  (the brokers themselves and `mbyn kafka up` / `mbyn topics apply`; a super user).
+* **ACLs from the catalog** (``acl_plan``): a writer gets WRITE on its topics (WRITE implies DESCRIBE)
+  and IDEMPOTENT_WRITE on the cluster; a reader gets READ on its topics and READ on its own consumer
+  group only — ``<prefix><group>`` literally, and for readers of a compacted topic also
+  ``<prefix><group>-table-`` as a prefix (the in-memory table readers of ``mbyn.consumers.base``). The
+  order-enricher also gets its transactional ids (``<prefix>order-enricher-`` prefixed). Every consumer may
+  write ``dead-letters`` (the catalog lists them). Everything else is refused
+  (``allow.everyone.if.no.acl.found=false``). ``apply_acls`` creates the plan with the admin client;
+  creating an ACL that exists is a no-op in Kafka, so it is idempotent.
+* **Local secret store.** For the cluster of `mbyn kafka up --security scram`, one random password per
+  principal is generated once into ``var/kafka/scram-credentials.json`` (mode 0600, never in git). The
+  brokers get them at format time (``StorageTool format --add-scram``), so inter-broker authentication
+  works before any broker is up; the supervisor hands each worker its own principal through its
+  environment (``principal_environment``). Passwords are only in that file, the brokers' own
+  ``server.properties`` (0600) and the environment of the processes that use them.
+
+Broker listeners when secured: the client/inter-broker listener ``SASL_PLAINTEXT`` with SCRAM-SHA-512
+(credentials in the KRaft metadata log), the controller listener ``CONTROLLER`` with SASL/PLAIN whose only
+user is ``admin`` (static JAAS: controllers must authenticate each other before any metadata exists —
+SCRAM on the controller listener is a known trap, KAFKA-15513). Both listeners' principal is
+``User:admin``, the only super user. No TLS: this mode authenticates and authorizes; encrypting the
+traffic (SASL_SSL) is the step for a network that is not the loopback interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbyn.catalog import Catalog, load_catalog
+from mbyn.errors import AclError, AuthenticationError, ConfigError
+from mbyn.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AclBinding
+
+MECHANISM = "SCRAM-SHA-512"
+ADMIN = "admin"
+#: Services that read no topic's records but describe every group and topic of the prefix (lag, offsets).
+MONITORS = ("lag-monitor",)
+#: Read-only browsers (Kafdrop in docker-compose): read every topic of the prefix, describe every group.
+BROWSERS = ("kafdrop",)
+#: Consumer group ids (without the prefix) of services whose group is not named after the service.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "payments": ("payments-service",),
+    "shipments": ("shipment-tracker",),
+    "airflow": ("mbyn-airflow-batch", "mbyn-incident-watcher"),
+}
+#: Services that write with Kafka transactions: transactional ids ``<prefix><service>-`` (prefixed).
+TRANSACTIONAL = ("order-enricher",)
+CREDENTIALS_FILE = "scram-credentials.json"
+
+
+# Client side ------------------------------------------------------------------------------------------
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """The start of every librdkafka configuration (producer, consumer, admin) for ``settings``.
+
+    Open mode: ``{"bootstrap.servers": ...}`` only. Secured: plus SASL/SCRAM-SHA-512 with
+    ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD``; ConfigError naming both when either is missing.
+    """
+    config: dict[str, Any] = {"bootstrap.servers": settings.bootstrap()}
+    if settings.security == "open":
+        return config
+    if not settings.kafka_username or settings.kafka_password is None:
+        raise ConfigError("MBYN_SECURITY=scram needs MBYN_KAFKA_USERNAME and MBYN_KAFKA_PASSWORD (the SCRAM user "
+                          "of this service and its password); for the local cluster print them with "
+                          "`mbyn kafka credentials <service>`")
+    config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": MECHANISM,
+                   "sasl.username": settings.kafka_username,
+                   "sasl.password": settings.kafka_password.get_secret_value()})
+    return config
+
+
+def raise_if_refused(errors: Iterable[Any], settings: Settings, who: str) -> None:
+    """Raise AuthenticationError if librdkafka reported (through ``error_cb``) that the broker refused our
+    credentials: retrying cannot help, so callers waiting for a broker stop at once with a clear message."""
+    from confluent_kafka import KafkaError
+
+    for err in errors:
+        if isinstance(err, KafkaError) and err.code() == KafkaError._AUTHENTICATION:
+            raise AuthenticationError(
+                f"{who}: the broker at {settings.bootstrap()} refused the credentials of "
+                f"MBYN_KAFKA_USERNAME={settings.kafka_username!r} (wrong MBYN_KAFKA_PASSWORD, unknown user, or "
+                f"MBYN_SECURITY={settings.security} does not match the cluster): {err.str()}")
+
+
+# Principals and ACLs ----------------------------------------------------------------------------------
+
+
+def principals(catalog: Catalog | None = None) -> list[str]:
+    """Every principal of the secured mode: admin, the catalog's writers and readers, monitors and browsers."""
+    catalog = catalog or load_catalog()
+    names = {n for t in catalog.topics.values() for n in (*t.writers, *t.readers)} | set(MONITORS) | set(BROWSERS)
+    return [ADMIN, *sorted(names - {ADMIN})]
+
+
+def groups_of(service: str) -> tuple[str, ...]:
+    """The consumer group ids (without prefix) ``service`` reads with: its name unless ``GROUPS`` says otherwise."""
+    return GROUPS.get(service, (service,))
+
+
+@dataclass(frozen=True, order=True)
+class AclRule:
+    """One ALLOW ACL: ``principal`` may do ``operation`` on the resource (``pattern`` literal or prefixed)."""
+
+    principal: str
+    resource: str  # topic | group | transactional_id | cluster
+    name: str
+    pattern: str  # literal | prefixed
+    operation: str  # read | write | describe | describe_configs | idempotent_write
+
+    def line(self) -> str:
+        star = "*" if self.pattern == "prefixed" else ""
+        return f"User:{self.principal:<18} {self.operation.upper():<16} {self.resource} {self.name}{star}"
+
+
+def acl_plan(catalog: Catalog | None = None, prefix: str = "") -> list[AclRule]:
+    """The ACLs of every principal, derived from the catalog's ``writers`` / ``readers`` (sorted, no repeats)."""
+    catalog = catalog or load_catalog()
+    rules: set[AclRule] = set()
+    for topic in catalog.topics.values():
+        physical = prefix + topic.name
+        for writer in topic.writers:
+            rules.add(AclRule(writer, "topic", physical, "literal", "write"))
+            rules.add(AclRule(writer, "cluster", "kafka-cluster", "literal", "idempotent_write"))
+        for reader in topic.readers:
+            rules.add(AclRule(reader, "topic", physical, "literal", "read"))
+            for group in groups_of(reader):
+                rules.add(AclRule(reader, "group", prefix + group, "literal", "read"))
+                if topic.compacted:  # read in full as an in-memory table (consumers.base.TopicTable)
+                    rules.add(AclRule(reader, "group", f"{prefix}{group}-table-", "prefixed", "read"))
+    for service in TRANSACTIONAL:
+        rules.add(AclRule(service, "transactional_id", f"{prefix}{service}-", "prefixed", "write"))
+    everything = (prefix, "prefixed") if prefix else ("*", "literal")  # Kafka refuses an empty prefix
+    for monitor in MONITORS:
+        rules.add(AclRule(monitor, "topic", *everything, "describe"))
+        rules.add(AclRule(monitor, "group", *everything, "describe"))
+    for browser in BROWSERS:
+        rules.add(AclRule(browser, "topic", *everything, "read"))
+        rules.add(AclRule(browser, "topic", *everything, "describe_configs"))
+        rules.add(AclRule(browser, "group", *everything, "describe"))
+    return sorted(rules)
+
+
+def _binding(rule: AclRule) -> AclBinding:
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    restype = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER,
+               "transactional_id": ResourceType.TRANSACTIONAL_ID}[rule.resource]
+    pattern = ResourcePatternType.PREFIXED if rule.pattern == "prefixed" else ResourcePatternType.LITERAL
+    return AclBinding(restype, rule.name, pattern, f"User:{rule.principal}", "*",
+                      AclOperation[rule.operation.upper()], AclPermissionType.ALLOW)
+
+
+def apply_acls(settings: Settings, catalog: Catalog | None = None) -> list[AclRule]:
+    """Create the plan's ACLs for ``settings.topic_prefix`` (idempotent); AclError listing what failed."""
+    from mbyn.kafka.admin import admin_client
+
+    plan = acl_plan(catalog, settings.topic_prefix)
+    client = admin_client(settings)
+    futures = client.create_acls([_binding(r) for r in plan], request_timeout=30)
+    failures = []
+    for rule, future in zip(plan, futures.values(), strict=True):
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - KafkaException carries the broker's reason
+            failures.append(f"{rule.line()}: {exc}")
+    if failures:
+        raise AclError("creating ACLs failed (is the cluster secured and the client the admin?):\n  "
+                       + "\n  ".join(failures))
+    return plan
+
+
+def ensure_users(settings: Settings, credentials: dict[str, str]) -> list[str]:
+    """Create the SCRAM users the cluster does not know yet (a service added after the format); the new names."""
+    from concurrent.futures import Future
+
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialAlteration,
+        UserScramCredentialUpsertion,
+    )
+
+    from mbyn.kafka.admin import admin_client
+
+    client = admin_client(settings)
+    described = client.describe_user_scram_credentials(request_timeout=30)  # no names: one future, all users
+    assert isinstance(described, Future)
+    known = set(described.result())
+    missing = [n for n in credentials if n not in known]
+    if missing:
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        changes: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(n, info, credentials[n].encode()) for n in missing]
+        for future in client.alter_user_scram_credentials(changes, request_timeout=30).values():
+            future.result()
+    return missing
+
+
+# The local cluster's secret store ---------------------------------------------------------------------
+
+
+def credentials_file(settings: Settings) -> Path:
+    return settings.kafka_dir / CREDENTIALS_FILE
+
+
+def local_credentials(settings: Settings, create: bool = False) -> dict[str, str]:
+    """principal → password of the local cluster; with ``create``, generate missing ones (file mode 0600).
+
+    ConfigError when the file is missing and ``create`` is false (the cluster was never started secured).
+    """
+    path = credentials_file(settings)
+    try:
+        stored: dict[str, str] = json.loads(path.read_text())
+    except FileNotFoundError:
+        if not create:
+            raise ConfigError(f"no local SCRAM credentials at {path}; start the cluster with "
+                              "`mbyn kafka up --security scram` first") from None
+        stored = {}
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); delete it and the secured cluster's data "
+                          "folder (var/kafka/n*-scram) to start over") from None
+    wanted = principals()
+    if create and any(name not in stored for name in wanted):
+        stored.update({name: secrets.token_urlsafe(24) for name in wanted if name not in stored})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(stored, out, indent=2, sort_keys=True)
+        tmp.replace(path)
+    return stored
+
+
+def principal_environment(settings: Settings, principal: str) -> dict[str, str]:
+    """``MBYN_SECURITY`` / ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` of ``principal`` from the local store."""
+    store = local_credentials(settings)
+    if principal not in store:
+        raise ConfigError(f"no SCRAM credentials for {principal!r} in {credentials_file(settings)}; known: "
+                          f"{', '.join(sorted(store))} (`mbyn kafka up --security scram` adds new services)")
+    return {"MBYN_SECURITY": "scram", "MBYN_KAFKA_USERNAME": principal, "MBYN_KAFKA_PASSWORD": store[principal]}
+
+
+def security_environment(settings: Settings) -> dict[str, str]:
+    """The ``MBYN_SECURITY`` / ``MBYN_KAFKA_*`` variables that make a child process authenticate like ``settings``
+    (only ``MBYN_SECURITY=open`` in open mode): for launched Java/Go services and Airflow."""
+    if settings.security == "open":
+        return {"MBYN_SECURITY": "open"}
+    config = client_config(settings)
+    return {"MBYN_SECURITY": "scram", "MBYN_KAFKA_USERNAME": config["sasl.username"],
+            "MBYN_KAFKA_PASSWORD": config["sasl.password"]}
+
+
+def as_principal(settings: Settings, principal: str = ADMIN) -> Settings:
+    """``settings`` authenticating as ``principal`` from the local store — unless the environment already
+    names a user (credentials from the environment always win). Open mode: ``settings`` unchanged."""
+    if settings.security == "open" or settings.kafka_username:
+        return settings
+    from pydantic import SecretStr
+
+    env = principal_environment(settings, principal)
+    return settings.model_copy(update={"kafka_username": principal,
+                                       "kafka_password": SecretStr(env["MBYN_KAFKA_PASSWORD"])})
+
+
+# The broker side --------------------------------------------------------------------------------------
+
+
+def _jaas(module: str, username: str, password: str, *extra: str) -> str:
+    fields = " ".join([f'username="{username}"', f'password="{password}"', *extra])
+    return f"org.apache.kafka.common.security.{module} required {fields};"
+
+
+def broker_properties(admin_password: str) -> dict[str, str]:
+    """The server.properties entries of a secured node (listener names ``SASL_PLAINTEXT`` and ``CONTROLLER``)."""
+    return {
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.mechanism.inter.broker.protocol": MECHANISM,
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": MECHANISM,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config":
+            _jaas("scram.ScramLoginModule", ADMIN, admin_password),
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config":
+            _jaas("plain.PlainLoginModule", ADMIN, admin_password, f'user_{ADMIN}="{admin_password}"'),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{ADMIN}",
+    }
+
+
+def format_arguments(credentials: dict[str, str]) -> list[str]:
+    """``--add-scram`` arguments of ``StorageTool format``: every principal's SCRAM-SHA-512 credential."""
+    args: list[str] = []
+    for name, password in sorted(credentials.items()):
+        args += ["--add-scram", f"{MECHANISM}=[name={name},password={password}]"]
+    return args
+
+
+def acl_table(rules: Iterable[AclRule]) -> str:
+    """The plan as a Markdown table (docs): one row per principal, its rights grouped by operation."""
+    per: dict[str, dict[str, list[str]]] = {}
+    for rule in rules:
+        star = "*" if rule.pattern == "prefixed" else ""
+        per.setdefault(rule.principal, {}).setdefault(f"{rule.operation} {rule.resource}", []).append(
+            f"`{rule.name}{star}`")
+    lines = ["| principal | rights |", "|---|---|"]
+    for principal, rights in sorted(per.items()):
+        cells = "; ".join(f"{op}: {', '.join(names)}" for op, names in sorted(rights.items()))
+        lines.append(f"| `{principal}` | {cells} |")
+    return "\n".join(lines)
