@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import shutil
 import time
 import uuid
@@ -22,8 +21,8 @@ from typing import Any
 import pytest
 
 from mbyn.settings import Settings, get_settings
-from tests.conftest import free_port_block
 from tests.helpers.kafka import read_all
+from tests.plugins.airflow import standalone_settings
 
 RUN_TIMEOUT_S = 240.0
 
@@ -127,21 +126,19 @@ def local_airflow(topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: P
     """
     from mbyn.orchestration import local
 
-    monkeypatch.setenv("MBYN_AIRFLOW_PORT", str(free_port_block(1)))
-    monkeypatch.setenv("MBYN_AIRFLOW_LOG_PORT", str(free_port_block(2)))
-    monkeypatch.setenv("MBYN_AIRFLOW_PASSWORD", secrets.token_urlsafe(12))
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = standalone_settings(monkeypatch)
     dags = tmp_path / "dags"
     dags.mkdir()
     shutil.copy(local.DAGS_FOLDER / "fraud_incident_report.py", dags)
     state = local.up(settings, dags_folder=dags)
     import psutil
 
-    tree = {state.pid, *local._descendants(state.pid)}
+    from mbyn.runtime import descendants
+
+    tree = {state.pid, *descendants(state.pid)}
     try:
         yield settings
-        tree |= set(local._descendants(state.pid))
+        tree |= descendants(state.pid)
     finally:
         stopped = local.down(settings)
         survivors = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]

@@ -93,3 +93,21 @@ def end_offsets(settings: Any, logical: Iterable[str]) -> dict[tuple[str, int], 
         return out
     finally:
         consumer.close()
+
+
+def commit_offsets(bootstrap: str, group: str, offsets: list[TopicPartition], attempts: int = 20) -> None:
+    """Commit ``offsets`` as ``group`` without joining it (a group with no members), e.g. to fake a consumer's
+    progress. Retried every 0.5 s while the group coordinator is still loading (right after the broker or the
+    group's ``__consumer_offsets`` partition came up); the last error is raised."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        for attempt in range(attempts):
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
+    finally:
+        consumer.close()

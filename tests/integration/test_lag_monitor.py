@@ -10,36 +10,17 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from mbyn.consumers.lag_monitor import monitor, sample_lag
-from mbyn.settings import Settings, get_settings
+from mbyn.settings import Settings
+from tests.helpers.kafka import commit_offsets
+from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def warehouse(request: pytest.FixtureRequest, topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    if request.param == "postgres":
-        monkeypatch.setenv("MBYN_WAREHOUSE_URL", request.getfixturevalue("postgres_url"))
-    get_settings.cache_clear()
-    return get_settings()
-
-
-def commit(settings: Settings, group: str, offsets: list[TopicPartition]) -> None:
-    """Commit as a group without members; retried while the group coordinator is still loading."""
-    c = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": group})
-    try:
-        for attempt in range(20):
-            try:
-                c.commit(offsets=offsets, asynchronous=False)
-                return
-            except KafkaException:
-                if attempt == 19:
-                    raise
-                time.sleep(0.5)
-    finally:
-        c.close()
+warehouse = warehouse_fixture()
 
 
 def make_lag(settings: Settings) -> tuple[str, str]:
@@ -52,8 +33,8 @@ def make_lag(settings: Settings) -> tuple[str, str]:
         producer.produce(topic, b"{}", b"k", partition=1)
     assert producer.flush(30) == 0
     group = settings.topic_prefix + "g"
-    commit(settings, group, [TopicPartition(topic, 0, 7), TopicPartition(topic, 2, 0)])
-    commit(settings, "not-this-prefix-" + group, [TopicPartition(topic, 0, 1)])
+    commit_offsets(settings.bootstrap(), group, [TopicPartition(topic, 0, 7), TopicPartition(topic, 2, 0)])
+    commit_offsets(settings.bootstrap(), "not-this-prefix-" + group, [TopicPartition(topic, 0, 1)])
     return group, topic
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from itertools import islice
 
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from mbyn.consumers.lake_archiver import LakeArchiver, reload_from_lake
 from mbyn.contracts.envelope import make_envelope
@@ -17,7 +17,7 @@ from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
-from tests.helpers.kafka import read_all
+from tests.helpers.kafka import commit_offsets, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -51,23 +51,10 @@ def on_topics(settings: Settings) -> dict[tuple[str, int, int], bytes | None]:
 
 def reset_group(settings: Settings) -> None:
     """Commit offset 0 everywhere: what a crash after the rename and before the commit looks like."""
-    c = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": settings.topic_prefix + "lake-archiver"})
-    try:
-        parts = []
-        for topic in LakeArchiver.topics:
-            physical = settings.topic_prefix + topic
-            parts += [TopicPartition(physical, p, 0) for p in c.list_topics(physical, timeout=10).topics[physical]
-                      .partitions]
-        for attempt in range(20):  # the group coordinator may still be loading
-            try:
-                c.commit(offsets=parts, asynchronous=False)
-                break
-            except KafkaException:
-                if attempt == 19:
-                    raise
-                time.sleep(0.5)
-    finally:
-        c.close()
+    metadata = AdminClient({"bootstrap.servers": settings.bootstrap()}).list_topics(timeout=10).topics
+    physical = [settings.topic_prefix + topic for topic in LakeArchiver.topics]
+    commit_offsets(settings.bootstrap(), settings.topic_prefix + "lake-archiver",
+                   [TopicPartition(t, p, 0) for t in physical for p in metadata[t].partitions])
 
 
 def test_parquet_matches_the_topics_and_a_restart_writes_nothing_twice(topics):

@@ -24,21 +24,14 @@ from mbyn.replay import replay
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
 from tests.integration.test_reports import end_offsets, query, run_until_caught_up
+from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
 
 TABLES = ("orders", "order_items", "clicks")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def warehouse(request: pytest.FixtureRequest, topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    from mbyn.settings import get_settings
-
-    if request.param == "postgres":
-        monkeypatch.setenv("MBYN_WAREHOUSE_URL", request.getfixturevalue("postgres_url"))
-    monkeypatch.setenv("MBYN_CONSUMER_SESSION_TIMEOUT_S", "6")
-    get_settings.cache_clear()
-    return get_settings()
+warehouse = warehouse_fixture(session_timeout_s=6)
 
 
 def send_burst(settings: Settings, seed: int, events: int = 300) -> int:

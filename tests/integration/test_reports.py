@@ -21,10 +21,11 @@ import pytest
 import sqlalchemy as sa
 
 from mbyn.contracts.envelope import make_envelope
-from mbyn.settings import Settings, get_settings
+from mbyn.settings import Settings
 from mbyn.sources import shop
 from mbyn.sources.generator import shop_events
 from tests.helpers.kafka import end_offsets
+from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +35,7 @@ CSVS = ("revenue_by_hour", "revenue_by_country", "revenue_by_category", "top_pro
 CHARTS = ("revenue_by_hour", "revenue_by_country", "revenue_by_category", "funnel", "consumer_lag")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def warehouse(request: pytest.FixtureRequest, topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """``topics`` with the warehouse on a fresh SQLite file or a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        monkeypatch.setenv("MBYN_WAREHOUSE_URL", request.getfixturevalue("postgres_url"))
-    monkeypatch.setenv("MBYN_CONSUMER_SESSION_TIMEOUT_S", "6")
-    get_settings.cache_clear()
-    return get_settings()
+warehouse = warehouse_fixture(session_timeout_s=6)
 
 
 def query(settings: Settings, sql: str, **params: Any) -> list[tuple[Any, ...]]:

@@ -13,17 +13,13 @@ from mbyn.consumers.sales_aggregator import SalesAggregator
 from mbyn.contracts.envelope import encode, make_envelope
 from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
-from mbyn.settings import Settings, get_settings
+from mbyn.settings import Settings
+from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def warehouse(request: pytest.FixtureRequest, topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    if request.param == "postgres":
-        monkeypatch.setenv("MBYN_WAREHOUSE_URL", request.getfixturevalue("postgres_url"))
-    get_settings.cache_clear()
-    return get_settings()
+warehouse = warehouse_fixture()
 
 
 def order(n: int, when: str, country: str = "DE", currency: str = "EUR",

@@ -24,23 +24,17 @@ from mbyn.contracts.envelope import MAX_VALUE_BYTES, make_envelope, validate
 from mbyn.errors import ContractError
 from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
-from mbyn.settings import Settings, get_settings
+from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
 from tests.helpers.kafka import end_offsets, read_all
+from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
 
 LOADER_GROUP = "warehouse-loader"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def warehouse(request: pytest.FixtureRequest, topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """``topics`` with the warehouse on a fresh SQLite file or a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        monkeypatch.setenv("MBYN_WAREHOUSE_URL", request.getfixturevalue("postgres_url"))
-    monkeypatch.setenv("MBYN_CONSUMER_SESSION_TIMEOUT_S", "6")
-    get_settings.cache_clear()
-    return get_settings()
+warehouse = warehouse_fixture(session_timeout_s=6)
 
 
 def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
@@ -272,7 +266,9 @@ def test_two_copies_killed_and_restarted_load_exactly_once(warehouse, tmp_path):
 
 
 def test_a_copy_joining_and_leaving_keeps_exactly_once(warehouse, tmp_path):
-    producer = produce(4000, seed=8, rate=800)
+    # Produces until b has joined and left (stopped below): b must find records arriving however long the
+    # copies take to start on a busy machine.
+    producer = produce(100_000, seed=8, rate=800)
     a = Copy("a", tmp_path, "--idle-exit", "5")
     b = Copy("b", tmp_path)
     a.start()
@@ -288,6 +284,7 @@ def test_a_copy_joining_and_leaving_keeps_exactly_once(warehouse, tmp_path):
         assert b.proc is not None
         b.proc.send_signal(signal.SIGTERM)  # leaves: the group rebalances again
         b_summary = b.wait(60)
+        producer.send_signal(signal.SIGTERM)  # a clean stop: it flushes what it has sent
         producer.communicate(timeout=120)
         a_summary = a.wait()
     finally:

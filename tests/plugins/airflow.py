@@ -70,6 +70,21 @@ def airflow_env(topics: Settings, airflow_db: Path, monkeypatch: pytest.MonkeyPa
     return topics
 
 
+def standalone_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The test's settings for an ``airflow standalone`` of its own (``mbyn.orchestration.local.up``): free API
+    and log-server ports, so it runs beside a developer's instance, and a random admin password."""
+    import secrets
+
+    from mbyn.settings import get_settings
+    from tests.conftest import free_port_block
+
+    monkeypatch.setenv("MBYN_AIRFLOW_PORT", str(free_port_block(1)))
+    monkeypatch.setenv("MBYN_AIRFLOW_LOG_PORT", str(free_port_block(2)))
+    monkeypatch.setenv("MBYN_AIRFLOW_PASSWORD", secrets.token_urlsafe(12))
+    get_settings.cache_clear()
+    return get_settings()
+
+
 @pytest.fixture
 def load_dag() -> Callable[[str], Any]:
     """Parse ``dags/<dag_id>.py`` now (with the current settings) and return its DAG."""

@@ -22,8 +22,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from mbyn.settings import Settings
 
 
 def free_port() -> int:
@@ -101,3 +105,25 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """SQLAlchemy URL of a new, empty database for this test only (dropped afterwards)."""
     with fresh_database(postgres_server) as url:
         yield url
+
+
+def warehouse_fixture(session_timeout_s: int | None = None) -> Any:
+    """A ``warehouse`` fixture for a test module: ``topics`` with the warehouse on a fresh SQLite file, then on
+    a fresh PostgreSQL database (the fixture is parametrized, so each test runs once per backend).
+
+    ``session_timeout_s`` sets ``MBYN_CONSUMER_SESSION_TIMEOUT_S`` for tests that stop and restart consumers:
+    a short session lets the group drop a stopped member sooner. Use it as ``warehouse = warehouse_fixture()``.
+    """
+
+    @pytest.fixture(params=["sqlite", "postgres"])
+    def warehouse(request: pytest.FixtureRequest, topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+        from mbyn.settings import get_settings
+
+        if request.param == "postgres":
+            monkeypatch.setenv("MBYN_WAREHOUSE_URL", request.getfixturevalue("postgres_url"))
+        if session_timeout_s is not None:
+            monkeypatch.setenv("MBYN_CONSUMER_SESSION_TIMEOUT_S", str(session_timeout_s))
+        get_settings.cache_clear()
+        return get_settings()
+
+    return warehouse

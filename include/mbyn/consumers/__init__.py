@@ -3,32 +3,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mbyn.registry import WorkerSpec
 
-
-@dataclass(frozen=True)
-class ConsumerSpec:
-    name: str
-    module: str
-    help: str
-
-
-CONSUMERS: dict[str, ConsumerSpec] = {
+CONSUMERS: dict[str, WorkerSpec] = {
     spec.name: spec
     for spec in (
-        ConsumerSpec("warehouse-loader", "mbyn.consumers.warehouse_loader",
-                     "raw topics → warehouse tables, exactly once (offsets stored with the rows)"),
-        ConsumerSpec("dead-letters", "mbyn.consumers.dead_letters",
-                     "dead-letters topic → quarantine table, exactly once"),
-        ConsumerSpec("order-enricher", "mbyn.consumers.order_enricher",
-                     "orders + fx-rates → orders-enriched (EUR amounts), exactly once with Kafka transactions"),
-        ConsumerSpec("sales-aggregator", "mbyn.consumers.sales_aggregator",
-                     "orders + fx-rates → sales_by_minute (1-minute event-time windows), exactly once"),
-        ConsumerSpec("fraud-detector", "mbyn.consumers.fraud_detector",
-                     "orders ⋈ payments → alerts (amount mismatch, payment without order, order velocity)"),
-        ConsumerSpec("lake-archiver", "mbyn.consumers.lake_archiver",
-                     "raw topics → Parquet files under var/lake (date/hour partitions)"),
-        ConsumerSpec("lag-monitor", "mbyn.consumers.lag_monitor",
-                     "consumer-group lag of every group of this prefix → lag_samples, every few seconds"),
+        WorkerSpec("warehouse-loader", "mbyn.consumers.warehouse_loader",
+                   "raw topics → warehouse tables, exactly once (offsets stored with the rows)"),
+        WorkerSpec("dead-letters", "mbyn.consumers.dead_letters",
+                   "dead-letters topic → quarantine table, exactly once"),
+        WorkerSpec("order-enricher", "mbyn.consumers.order_enricher",
+                   "orders + fx-rates → orders-enriched (EUR amounts), exactly once with Kafka transactions"),
+        WorkerSpec("sales-aggregator", "mbyn.consumers.sales_aggregator",
+                   "orders + fx-rates → sales_by_minute (1-minute event-time windows), exactly once"),
+        WorkerSpec("fraud-detector", "mbyn.consumers.fraud_detector",
+                   "orders ⋈ payments → alerts (amount mismatch, payment without order, order velocity)"),
+        WorkerSpec("lake-archiver", "mbyn.consumers.lake_archiver",
+                   "raw topics → Parquet files under var/lake (date/hour partitions)"),
+        WorkerSpec("lag-monitor", "mbyn.consumers.lag_monitor",
+                   "consumer-group lag of every group of this prefix → lag_samples, every few seconds"),
     )
 }

@@ -18,18 +18,16 @@
 
 Output goes to ``var/logs/airflow.log``. ``down`` sends SIGTERM to the process group, waits up to
 ``STOP_TIMEOUT_S`` and then sends SIGKILL — to the group and to every descendant recorded before the
-stop, so LocalExecutor workers that left the group are not orphaned.
+stop, so LocalExecutor workers that left the group are not orphaned (``mbyn.runtime.stop_process_groups``
+with ``with_descendants``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbyn.errors import OrchestratorError, PortInUseError
+from mbyn.kafka.security import as_principal, security_environment
 from mbyn.orchestration.connections import connection_env
+from mbyn.runtime import group_alive, port_open, stop_process_groups
 from mbyn.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ def airflow_env(settings: Settings, port: int | None = None, dags_folder: Path |
     """The ``AIRFLOW_*`` and ``MBYN_*`` variables of the local instance (see the module docstring)."""
     port = port or settings.airflow_port
     home = settings.airflow_home
+    settings = as_principal(settings, "airflow")  # secured mode: Airflow's own principal (no-op when open)
     env = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
@@ -135,6 +136,7 @@ def airflow_env(settings: Settings, port: int | None = None, dags_folder: Path |
         "MBYN_BOOTSTRAP_SERVERS": settings.bootstrap(),
         "MBYN_TOPIC_PREFIX": settings.topic_prefix,
         "MBYN_WAREHOUSE_URL": settings.warehouse(),
+        **security_environment(settings),
         **connection_env(settings),
     }
     if home.exists():
@@ -159,51 +161,16 @@ def write_password(settings: Settings) -> None:
     path.chmod(0o600)
 
 
-# Process groups --------------------------------------------------------------------------------------
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    import psutil
-
-    members = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc.pid)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return members
-
-
-def _descendants(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+# Processes -------------------------------------------------------------------------------------------
 
 
 def is_running(state: AirflowState) -> bool:
-    _reap(state.pid)
-    return bool(_group_members(state.pid))
+    return group_alive(state.pid)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def _stop(state: AirflowState, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the process group, wait, then SIGKILL the group and every descendant recorded before."""
+    stop_process_groups([state.pid], timeout_s, who="airflow standalone process group", with_descendants=True)
 
 
 def _version(port: int) -> str | None:
@@ -248,11 +215,11 @@ def up(settings: Settings, timeout_s: float = START_TIMEOUT_S, dags_folder: Path
     port = settings.airflow_port
     for taken, name in ((port, "MBYN_AIRFLOW_PORT"), (settings.airflow_log_port, "MBYN_AIRFLOW_LOG_PORT"),
                         (settings.airflow_log_port + 1, "MBYN_AIRFLOW_LOG_PORT (+1)")):
-        if not _port_free(taken):
+        if port_open(taken):
             raise PortInUseError(f"port {taken} is in use; set {name} to a free port")
 
     log(f"creating catalog topics on {settings.bootstrap()} (watchers need them) ...")
-    apply_topics(settings)
+    apply_topics(as_principal(settings))
 
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -290,7 +257,7 @@ def _wait_until_ready(settings: Settings, state: AirflowState, process: subproce
             return version
         if process.poll() is not None:
             state_file(settings).unlink(missing_ok=True)
-            _stop_group(state)
+            _stop(state)
             raise OrchestratorError(f"airflow standalone exited with status {process.returncode}; "
                                     f"end of {out}:\n{_log_tail(out)}")
         now = time.monotonic()
@@ -304,43 +271,6 @@ def _wait_until_ready(settings: Settings, state: AirflowState, process: subproce
         time.sleep(1.0)
 
 
-def _stop_group(state: AirflowState, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process group, wait, then SIGKILL the group and every recorded descendant."""
-    pgid = state.pid
-    known = set(_descendants(state.pid)) | set(_group_members(pgid))
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        _reap(state.pid)
-        if not _group_members(pgid) and not _alive(known):
-            return
-        time.sleep(0.3)
-    log(f"still running after {timeout_s:.0f}s: sending SIGKILL")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    for pid in _alive(known):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (_group_members(pgid) or _alive(known)):
-        _reap(state.pid)
-        time.sleep(0.2)  # SIGKILL is asynchronous: wait until the kernel has removed them
-
-
-def _alive(pids: set[int]) -> set[int]:
-    import psutil
-
-    alive = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
-
-
 def down(settings: Settings, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     """Stop the recorded instance; False when none was running."""
     path = state_file(settings)
@@ -350,7 +280,7 @@ def down(settings: Settings, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     running = is_running(state)
     if running:
         log(f"stopping Airflow (process group {state.pid}) ...")
-        _stop_group(state, timeout_s)
+        _stop(state, timeout_s)
         log("stopped")
     path.unlink(missing_ok=True)
     return running

@@ -6,27 +6,19 @@ that Airflow tasks call (see each module).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mbyn.registry import WorkerSpec
 
-
-@dataclass(frozen=True)
-class ProducerSpec:
-    name: str
-    module: str
-    help: str
-
-
-PRODUCERS: dict[str, ProducerSpec] = {
+PRODUCERS: dict[str, WorkerSpec] = {
     spec.name: spec
     for spec in (
-        ProducerSpec("clickstream", "mbyn.sources.generator",
-                     "Python/Faker generator: endless shop sessions → clickstream + orders"),
-        ProducerSpec("fx-rates", "mbyn.sources.fx_rates", "ECB daily euro reference rates (HTTP poll) → fx-rates"),
-        ProducerSpec("customers", "mbyn.sources.customers_db", "shop database changes since the watermark → customers"),
-        ProducerSpec("inventory", "mbyn.sources.inventory_drop", "CSV / JSON Lines landing files → inventory"),
-        ProducerSpec("payments", "mbyn.sources.payments",
-                     "Java/kafka-clients payments service: orders → payment outcomes (authorized, declined, ...)"),
-        ProducerSpec("shipments", "mbyn.sources.shipments",
-                     "Go/franz-go shipment tracker: authorized payments → shipment status changes"),
+        WorkerSpec("clickstream", "mbyn.sources.generator",
+                   "Python/Faker generator: endless shop sessions → clickstream + orders"),
+        WorkerSpec("fx-rates", "mbyn.sources.fx_rates", "ECB daily euro reference rates (HTTP poll) → fx-rates"),
+        WorkerSpec("customers", "mbyn.sources.customers_db", "shop database changes since the watermark → customers"),
+        WorkerSpec("inventory", "mbyn.sources.inventory_drop", "CSV / JSON Lines landing files → inventory"),
+        WorkerSpec("payments", "mbyn.sources.payments",
+                   "Java/kafka-clients payments service: orders → payment outcomes (authorized, declined, ...)"),
+        WorkerSpec("shipments", "mbyn.sources.shipments",
+                   "Go/franz-go shipment tracker: authorized payments → shipment status changes"),
     )
 }

@@ -1,19 +1,35 @@
 // The mbyn pipeline view: polls the JSON API next to this page and redraws. No framework, no build step.
+//
+// Every part (graph, groups, reconciliation, reports) is fetched and drawn on its own: a part whose request
+// fails or times out keeps its last drawing, the others still update, the error banner names what failed,
+// and the next tick retries. The loop never stops, whatever a tick throws.
 "use strict";
 
 const REFRESH_MS = 3000;
 const STATUS_EVERY = 4;          // the reconciliation reads records: refresh it every 4th tick only
+const TIMEOUT_MS = 20000;        // a request without an answer by then counts as failed (and is retried)
+const STATUS_TIMEOUT_MS = 60000; // the reconciliation may scan for up to 30 s on the server
 const SVG_NS = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 let tick = 0;
+let statusDue = true;            // the reconciliation is fetched on the next tick (first tick, after a failure)
 
-async function getJSON(path) {
-  const response = await fetch(path, { credentials: "same-origin" });
-  if (!response.ok) {
-    const text = await response.text();
-    throw new Error(`${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
+async function getJSON(path, timeoutMs = TIMEOUT_MS) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const response = await fetch(path, { credentials: "same-origin", signal: abort.signal });
+    if (!response.ok) {
+      const text = await response.text();
+      throw new Error(`${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
+    }
+    return await response.json();
+  } catch (err) {
+    if (err.name === "AbortError") throw new Error(`${path}: no answer within ${timeoutMs / 1000} s`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
   }
-  return response.json();
 }
 
 function fmtRate(rate) {
@@ -42,13 +58,14 @@ const NODE_W = 210, NODE_H = 40, ROW_GAP = 10, COL_GAP = 150, PAD = 16;
 function drawGraph(graph) {
   const svg = $("graph");
   svg.replaceChildren();
+  // Missing lists or fields (a topic not created yet, a group without members) draw as empty or "–".
   const columns = [
-    graph.producers.map((p) => ({ ...p, kind: "producer",
+    (graph.producers || []).map((p) => ({ ...p, kind: "producer",
       sub: `${p.source || "?"} · ${fmtRate(p.rate)}/s`, idle: !p.active && !p.rate })),
-    graph.topics.map((t) => ({ ...t, kind: "topic",
-      sub: `${t.partitions}p · end ${t.end} · ${fmtRate(t.rate)}/s`, idle: !t.end })),
-    graph.groups.map((g) => ({ ...g, kind: "group",
-      sub: `×${g.members} · lag ${g.lag} · ${fmtRate(g.rate)}/s`, idle: g.members === 0 })),
+    (graph.topics || []).map((t) => ({ ...t, kind: "topic",
+      sub: `${t.partitions ?? 0}p · end ${t.end ?? "–"} · ${fmtRate(t.rate)}/s`, idle: !t.end })),
+    (graph.groups || []).map((g) => ({ ...g, kind: "group",
+      sub: `×${g.members ?? 0} · lag ${g.lag ?? "–"} · ${fmtRate(g.rate)}/s`, idle: !g.members })),
   ];
   const rows = Math.max(...columns.map((c) => c.length), 1);
   const width = PAD * 2 + NODE_W * 3 + COL_GAP * 2;
@@ -66,7 +83,7 @@ function drawGraph(graph) {
   svg.appendChild(edges);
   const rates = {};
   columns.flat().forEach((n) => { rates[n.id] = n.rate; });
-  for (const e of graph.edges) {
+  for (const e of graph.edges || []) {
     const a = pos[e.from], b = pos[e.to];
     if (!a || !b) continue;
     const back = a.col > b.col;
@@ -84,7 +101,7 @@ function drawGraph(graph) {
     const g = el("g", { class: `node ${n.kind}${n.idle ? " idle" : ""}`, transform: `translate(${p.x},${p.y})`,
       "data-kind": n.kind, "data-name": n.name, "data-rate": n.rate === null || n.rate === undefined ? "" : String(n.rate),
       "data-members": n.members === undefined ? "" : String(n.members) });
-    g.appendChild(el("title", {}, n.kind === "group" ? `${n.group} (${n.state}) ${n.client_ids.join(", ")}`
+    g.appendChild(el("title", {}, n.kind === "group" ? `${n.group} (${n.state}) ${(n.client_ids || []).join(", ")}`
       : n.kind === "producer" ? (n.help || n.name) : n.physical));
     g.appendChild(el("rect", { width: NODE_W, height: NODE_H }));
     g.appendChild(el("text", { x: 8, y: 16, class: "title" }, n.name));
@@ -117,14 +134,14 @@ function drawGroups(view) {
   const body = $("groups").tBodies[0];
   body.replaceChildren();
   $("minutes").textContent = String(view.minutes);
-  for (const g of view.groups) {
+  for (const g of view.groups || []) {
     const row = body.insertRow();
     row.dataset.group = g.group;
     const name = cell(row, g.consumer);
-    name.title = `${g.group} · ${g.state} · ${g.client_ids.join(", ") || "no members"}`;
+    name.title = `${g.group} · ${g.state} · ${(g.client_ids || []).join(", ") || "no members"}`;
     cell(row, g.member_count, "num");
     cell(row, g.lag, `num ${g.lag > 0 ? "bad" : ""}`);
-    row.insertCell().appendChild(sparkline(g.history));
+    row.insertCell().appendChild(sparkline(g.history || []));
     cell(row, fmtRate(g.rate), "num");
   }
 }
@@ -137,7 +154,7 @@ function drawStatus(status) {
   verdict.className = `verdict ${status.balanced ? "ok" : "bad"}`;
   verdict.dataset.balanced = String(status.balanced);
   const problems = $("problems");
-  problems.replaceChildren(...status.problems.map((p) => {
+  problems.replaceChildren(...(status.problems || []).map((p) => {
     const line = document.createElement("p");
     line.className = "bad small";
     line.textContent = p;
@@ -145,10 +162,10 @@ function drawStatus(status) {
   }));
   const recon = $("recon").tBodies[0];
   recon.replaceChildren();
-  for (const [topic, r] of Object.entries(status.reconciliation.topics)) {
+  for (const [topic, r] of Object.entries(status.reconciliation?.topics || {})) {
     if (!r.span && !r.rows) continue;
     const row = recon.insertRow();
-    cell(row, topic).title = r.notes.join("\n");
+    cell(row, topic).title = (r.notes || []).join("\n");
     cell(row, r.records ?? `≤${r.span}`, "num");
     cell(row, r.pending, `num ${r.pending ? "bad" : ""}`);
     cell(row, r.quarantined, "num");
@@ -157,7 +174,8 @@ function drawStatus(status) {
   }
   const q = $("quarantine").tBodies[0];
   q.replaceChildren();
-  for (const item of status.warehouse.quarantine) {
+  const warehouse = status.warehouse || {};
+  for (const item of warehouse.quarantine || []) {
     const row = q.insertRow();
     const prefix = status.topic_prefix;
     cell(row, item.topic && prefix && item.topic.startsWith(prefix) ? item.topic.slice(prefix.length) : item.topic);
@@ -165,11 +183,11 @@ function drawStatus(status) {
     cell(row, item.count, "num");
     cell(row, item.replayed, "num");
   }
-  const dlq = status.topics["dead-letters"];
-  $("dlq-topic").textContent = dlq ? `dead-letters topic: ${dlq.span} record(s); quarantined: ${status.warehouse.quarantined}` : "";
+  const dlq = (status.topics || {})["dead-letters"];
+  $("dlq-topic").textContent = dlq ? `dead-letters topic: ${dlq.span} record(s); quarantined: ${warehouse.quarantined}` : "";
   const tables = $("tables").tBodies[0];
   tables.replaceChildren();
-  for (const [name, rows] of Object.entries(status.warehouse.tables)) {
+  for (const [name, rows] of Object.entries(warehouse.tables || {})) {
     const row = tables.insertRow();
     row.dataset.table = name;
     cell(row, name);
@@ -180,13 +198,13 @@ function drawStatus(status) {
 function drawReports(view) {
   const list = $("reports");
   list.replaceChildren();
-  if (!view.reports.length) {
+  if (!(view.reports || []).length) {
     const li = document.createElement("li");
     li.className = "small";
     li.textContent = `no reports yet in ${view.reports_dir}`;
     list.appendChild(li);
   }
-  for (const r of view.reports.slice(0, 15)) {
+  for (const r of (view.reports || []).slice(0, 15)) {
     const li = document.createElement("li");
     const a = document.createElement("a");
     a.href = r.url;
@@ -236,34 +254,56 @@ async function browse(event) {
 function fillTopics(graph) {
   const select = $("topic");
   if (select.options.length) return;
-  for (const t of graph.topics) select.add(new Option(t.name, t.name));
+  for (const t of graph.topics || []) select.add(new Option(t.name, t.name));
   updateExportLinks();
 }
 
 // Loop -----------------------------------------------------------------------------------------------
 
-async function refresh() {
+// One part of the page: fetch, draw; a failure is logged to the console and collected for the banner.
+async function part(what, load, draw, failed) {
   try {
-    const [graph, groups] = await Promise.all([getJSON("api/graph"), getJSON("api/groups")]);
-    drawGraph(graph);
-    fillTopics(graph);
-    drawGroups(groups);
-    if (tick % STATUS_EVERY === 0) {
-      const [status, reports] = await Promise.all([getJSON("api/status"), getJSON("api/reports")]);
-      drawStatus(status);
-      drawReports(reports);
-    }
-    $("error").hidden = true;
+    draw(await load());
+    return true;
   } catch (err) {
-    $("error").textContent = String(err);
-    $("error").hidden = false;
+    console.error(`mbyn pipeline view: ${what} failed:`, err);
+    failed.push(`${what}: ${err.message || err}`);
+    return false;
   }
+}
+
+function showErrors(failed) {
+  const banner = $("error");
+  banner.textContent = failed.length ? `Could not refresh (retrying every ${REFRESH_MS / 1000} s): ${failed.join(" · ")}` : "";
+  banner.hidden = !failed.length;
+}
+
+async function refresh() {
+  const failed = [];
+  await Promise.all([
+    part("graph", () => getJSON("api/graph"), (graph) => { drawGraph(graph); fillTopics(graph); }, failed),
+    part("groups", () => getJSON("api/groups"), drawGroups, failed),
+  ]);
+  if (statusDue || tick % STATUS_EVERY === 0) {
+    const done = await Promise.all([
+      part("reconciliation", () => getJSON("api/status", STATUS_TIMEOUT_MS), drawStatus, failed),
+      part("reports", () => getJSON("api/reports"), drawReports, failed),
+    ]);
+    statusDue = !done.every(Boolean);
+  }
+  showErrors(failed);
   tick += 1;
 }
 
 async function loop() {
-  if ($("auto").checked) await refresh();
-  setTimeout(loop, REFRESH_MS);
+  try {
+    if ($("auto").checked) await refresh();
+  } catch (err) {  // a bug in a draw function must not end the refresh loop
+    console.error("mbyn pipeline view: refresh failed:", err);
+    showErrors([String(err)]);
+  } finally {
+    setTimeout(loop, REFRESH_MS);
+  }
 }
 
 $("every").textContent = String(REFRESH_MS / 1000);
