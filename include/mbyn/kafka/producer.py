@@ -72,7 +72,10 @@ def wait_for_broker(settings: Settings, who: str, max_wait_s: float = 300.0, sto
     from confluent_kafka.admin import AdminClient
 
     errors: list[Any] = []  # error_cb: a refused login is reported there, not in the exception
-    conf: dict[str, Any] = {**client_config(settings), "logger": _QuietLogger(), "error_cb": errors.append}
+    # The probe's own log lines stay silent (poll() below would print one "Connection refused" per
+    # reconnect): this loop writes one line per attempt, and a refused login arrives through error_cb.
+    conf: dict[str, Any] = {**client_config(settings), "logger": _QuietLogger(logging.CRITICAL + 1),
+                            "error_cb": errors.append}
     client = AdminClient(conf)
     deadline = time.monotonic() + max_wait_s
     for attempt, delay in enumerate(backoff_delays(), start=1):
@@ -97,10 +100,10 @@ def wait_for_broker(settings: Settings, who: str, max_wait_s: float = 300.0, sto
 
 
 class _QuietLogger(logging.Logger):
-    """Receives librdkafka's own log lines and keeps only warnings worth a human's attention."""
+    """Receives librdkafka's own log lines and keeps only those at ``level`` or above (default: errors)."""
 
-    def __init__(self) -> None:
-        super().__init__("mbyn.librdkafka", logging.ERROR)
+    def __init__(self, level: int = logging.ERROR) -> None:
+        super().__init__("mbyn.librdkafka", level)
 
 
 class TopicProducer:
