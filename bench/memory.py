@@ -5,10 +5,9 @@ every ``every`` records. Growth is measured from the first sample after warm-up 
 records: Faker's providers, the shop vocabulary and the session pool are built by then) to the last
 sample, and to the highest; the target is judged on the highest.
 
-Generating 10M records takes far longer than the rest of the bench on a small machine, and RSS growth
-does not depend on speed, so the sampler starts first and runs in the background at ``nice`` 10 (it
-takes CPU only when the measured stages leave some) while the other stages run; ``collect`` then lets it
-continue until ``deadline`` and stops it there. The report says how many records were reached.
+It runs alone, after the timed stages (``begin`` then ``collect``), so it takes no CPU from them; it still
+runs at ``nice`` 10 so that the machine stays responsive. ``collect`` lets it continue until ``deadline``
+(the run's time budget) and stops it there; the report says how many records were reached.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class Sampler:
 
 
 def begin(stage: Stage, records: int, every: int) -> Sampler:
-    log(f"memory: generating up to {records:,} records in the background (nice {NICENESS}), RSS every {every:,}")
+    log(f"memory: generating up to {records:,} records (nice {NICENESS}), RSS every {every:,}")
     cmd = ["nice", "-n", str(NICENESS), *worker("memory", "--records", str(records), "--every", str(every))]
     return Sampler(start(cmd, stage.env(), stage.folder / "memory.log"), stage, records, every, time.monotonic())
 

@@ -186,9 +186,9 @@ def markdown(results: dict[str, Any], plot_paths: dict[str, Path], base: Path) -
     add("")
     load = m["load_average_1_5_15"]
     if load[0] > (m["cores_logical"] or 1) * 0.5:
-        add(f"> **The machine was shared with other engineers during this run** (load average {load[0]:.1f} at the "
+        add(f"> **The machine was not idle during this run** (load average {load[0]:.1f} at the "
             f"start and {m['load_average_end'][0]:.1f} at the end, on {m['cores_logical']} logical cores). Absolute "
-            "numbers are far below what this hardware does idle; every comparison ran its two sides one after the "
+            "numbers are below what this hardware does idle; every comparison ran its two sides one after the "
             "other under the same load, so ratios are more meaningful than absolute rates.")
         add("")
     add("## Machine")
@@ -300,10 +300,9 @@ def markdown(results: dict[str, Any], plot_paths: dict[str, Path], base: Path) -
     add("## 5. Generator memory")
     add("")
     add(f"`shop_events` iterated in a subprocess without Kafka (generation only), RSS sampled with psutil every "
-        f"{mem['every']:,} records. It runs in the background at `nice {mem['niceness']}` from the start of the run "
-        "(taking CPU only when the measured stages leave some; RSS growth does not depend on speed) and is stopped "
-        f"at the run's time budget. Target size {mem['target_records']:,} records; reached {mem['records']:,} in "
-        f"{mem['seconds']:.0f} s ({_fmt(mem['rate'])} records/s while sharing the machine, stopped by: "
+        f"{mem['every']:,} records. It runs alone after the timed stages (at `nice {mem['niceness']}`) and is "
+        f"stopped at the run's time budget. Target size {mem['target_records']:,} records; reached "
+        f"{mem['records']:,} in {mem['seconds']:.0f} s ({_fmt(mem['rate'])} records/s, stopped by: "
         f"{mem['stopped_by']}). Growth is measured from the first sample (after {mem['every']:,} records of "
         "warm-up: Faker's providers, the shop vocabulary and the session pool are built by then).")
     add("")

@@ -8,8 +8,8 @@ Stages (each on fresh topics of one bench broker started for the run, see ``benc
 2. consume — ConsumerPerformance vs the exactly-once warehouse-loader into SQLite and PostgreSQL;
 3. end-to-end latency at fixed rates (generator → Kafka → loader → warehouse row);
 4. scaling — loader replicas 1…4, generator instances 1…4;
-5. generator memory over 10M records (RSS, generation only; sampled in the background, niced, while the
-   other stages run, and stopped at the run's time budget if it has not finished);
+5. generator memory over 10M records (RSS, generation only; run alone after the timed stages so it takes no
+   CPU from them, and stopped at the run's time budget if it has not finished);
 6. alert → incident DAG run started (local ``airflow standalone``), when Airflow comes up in time.
 
 Then every missed target gets a cProfile run of its hot path, and the report is written: BENCHMARKS.md
@@ -138,38 +138,39 @@ def measure(env: BenchEnv, sizes: Sizes, skip_airflow: bool, started: float) -> 
 
     out: dict[str, Any] = {"loader_default_batch": WarehouseLoader.batch_size,
                            "loader_max_wait_ms": WarehouseLoader.batch_timeout * 1000}
+    py_stage = env.stage("produce-python")
+    out["produce"] = produce.measure(env.stage("produce-pp"), py_stage, env.stage("produce-java"),
+                                     sizes.records, SEED)
+    per_topic = next(r for r in out["produce"]["rows"] if "per_topic" in r)["per_topic"]
+    out["source_prefix"] = py_stage.prefix
+    out["consume"] = consume.measure(env, py_stage, per_topic["clickstream"]["records"], sizes.records)
+    out["latency"] = latency.measure(env, list(sizes.latency_runs), sizes.latency_seconds)
+    out["scaling"] = {
+        "loaders": scaling.loaders(env, py_stage, sizes.records, list(sizes.replicas), sizes.replica_seconds),
+        "generators": scaling.generators(env, sizes.generator_total, list(sizes.generator_instances))}
+    if skip_airflow:
+        out["airflow"] = {"measured": False, "reason": "skipped in --smoke runs (Airflow needs minutes to start)"
+                          if sizes.alerts == 0 else "skipped with --skip-airflow"}
+    else:
+        import httpx
+
+        from mbyn.errors import MbynError
+
+        try:
+            out["airflow"] = airflow_latency.measure(env, sizes.alerts, sizes.airflow_budget_s)
+        except (MbynError, RuntimeError, TimeoutError, OSError, KeyError, httpx.HTTPError) as exc:
+            # An optional stage: say why it is missing and keep the other stages' results.
+            log(f"airflow: not measured: {type(exc).__name__}: {exc}")
+            out["airflow"] = {"measured": False, "reason": f"the stage failed: {type(exc).__name__}: "
+                                                           f"{str(exc).splitlines()[0]}"}
+    # Alone, after the timed stages: it would otherwise take CPU from them on a small machine.
     sampler = memory.begin(env.stage("memory"), sizes.memory_records, sizes.memory_every)
     try:
-        py_stage = env.stage("produce-python")
-        out["produce"] = produce.measure(env.stage("produce-pp"), py_stage, env.stage("produce-java"),
-                                         sizes.records, SEED)
-        per_topic = next(r for r in out["produce"]["rows"] if "per_topic" in r)["per_topic"]
-        out["source_prefix"] = py_stage.prefix
-        out["consume"] = consume.measure(env, py_stage, per_topic["clickstream"]["records"], sizes.records)
-        out["latency"] = latency.measure(env, list(sizes.latency_runs), sizes.latency_seconds)
-        out["scaling"] = {
-            "loaders": scaling.loaders(env, py_stage, sizes.records, list(sizes.replicas), sizes.replica_seconds),
-            "generators": scaling.generators(env, sizes.generator_total, list(sizes.generator_instances))}
-        if skip_airflow:
-            out["airflow"] = {"measured": False, "reason": "skipped in --smoke runs (Airflow needs minutes to start)"
-                              if sizes.alerts == 0 else "skipped with --skip-airflow"}
-        else:
-            import httpx
-
-            from mbyn.errors import MbynError
-
-            try:
-                out["airflow"] = airflow_latency.measure(env, sizes.alerts, sizes.airflow_budget_s)
-            except (MbynError, RuntimeError, TimeoutError, OSError, KeyError, httpx.HTTPError) as exc:
-                # An optional stage: say why it is missing and keep the other stages' results.
-                log(f"airflow: not measured: {type(exc).__name__}: {exc}")
-                out["airflow"] = {"measured": False, "reason": f"the stage failed: {type(exc).__name__}: "
-                                                               f"{str(exc).splitlines()[0]}"}
+        out["memory"] = memory.collect(sampler, started + sizes.budget_s)
     except BaseException:
         sampler.proc.terminate()
         sampler.proc.wait(timeout=60)
         raise
-    out["memory"] = memory.collect(sampler, started + sizes.budget_s)
     return out
 
 
