@@ -57,6 +57,18 @@ def test_pending_missing_rows_and_lost_records_are_problems() -> None:
     assert "dead-lettered but not yet in quarantine" in verdict(waiting, rows=98)["problems"][0]
 
 
+def test_rows_written_for_records_past_the_loaders_position_are_explained_not_extra() -> None:
+    # Another writer of the table (the shipments batch DAG) loaded 5 records the loader has not reached.
+    tally = loaded(95, 95, pending=5)
+    tally.pending_keys = {f"e{i}" for i in range(95, 100)}
+    result = verdict(tally, rows=100)
+    assert result["problems"] == ["5 record(s) not loaded yet (loader lag)"]
+    assert any("past the loader's position" in n for n in result["notes"])
+    # More extra rows than pending records can explain is still a problem.
+    too_many = verdict(tally, rows=103)
+    assert any("8 row(s) more than the 95" in p for p in too_many["problems"])
+
+
 def test_extra_rows_are_fine_only_when_records_expired() -> None:
     assert not verdict(loaded(100, 100), rows=120)["balanced"]
     expired = verdict(loaded(100, 100), rows=120, starts={(PHYS, 0): 20, (PHYS, 1): 0})
