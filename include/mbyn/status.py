@@ -542,31 +542,20 @@ def _reconcile(settings: Settings, raw_topics: list[str], physical: Mapping[str,
             coord = (msg.topic() or "", int(msg.partition() or 0), int(msg.offset() or 0))
             if coord[2] >= loader_pos.get(coord[:2], 0):
                 tally.pending += 1
-                value = msg.value()
-                env = None if value is None else _decode(value)
-                try:
-                    pending_key = LOADED_TABLES[topic].key_of(env, msg.key()) if env is not None else None
-                except (KeyError, TypeError):
-                    pending_key = None
-                if pending_key is not None:
+                readable, pending_key = _row_key(topic, msg)
+                if readable and pending_key is not None and msg.value() is not None:
                     tally.pending_keys.add(pending_key)
             elif coord in quarantined:
                 tally.quarantined += 1
             elif coord in dead_lettered:
                 tally.awaiting += 1
             else:
-                value = msg.value()
-                env = None if value is None else _decode(value)
-                if value is not None and env is None:
-                    tally.unreadable += 1
-                    return
-                try:
-                    row_key = LOADED_TABLES[topic].key_of(env, msg.key())
-                except (KeyError, TypeError):
+                readable, row_key = _row_key(topic, msg)
+                if not readable:
                     tally.unreadable += 1
                     return
                 tally.loaded += 1
-                if value is None:
+                if msg.value() is None:
                     tally.tombstones += 1
                     if row_key is None:
                         tally.tombstones_without_row += 1
@@ -596,6 +585,21 @@ def _reconcile(settings: Settings, raw_topics: list[str], physical: Mapping[str,
                          "pending": dl_tally.pending, "from_loader": len(dead_lettered) if full else None,
                          "caught_up": dl_tally.pending == 0},
     }
+
+
+def _row_key(topic: str, msg: Message) -> tuple[bool, Any]:
+    """(readable, row key) of one raw record: unreadable when its value is not JSON or has no key field.
+
+    A tombstone (no value) is readable; its row key comes from the message key.
+    """
+    value = msg.value()
+    env = None if value is None else _decode(value)
+    if value is not None and env is None:
+        return False, None
+    try:
+        return True, LOADED_TABLES[topic].key_of(env, msg.key())
+    except (KeyError, TypeError):
+        return False, None
 
 
 def _topic_verdict(topic: str, tally: _Tally, phys: str, starts: Mapping[PartitionKey, int],
