@@ -47,6 +47,16 @@ class WarehouseError(MbynError):
     """The warehouse could not be reached or written."""
 
 
+class SinkRejectedError(WarehouseError):
+    """The database refused the rows themselves (a value too long, out of range, a constraint).
+
+    Not an outage: retrying the same rows fails the same way. The consumer runtime re-runs the batch one
+    record at a time and dead-letters the record(s) refused, with reason ``sink_rejected``.
+    """
+
+    reason = "sink_rejected"
+
+
 class BuildError(MbynError):
     """A component in another language (Go, Java) could not be built: toolchain missing or compile failed."""
 

@@ -64,7 +64,7 @@ def test_schema_violations_and_unknown_versions_are_poison_with_the_reference_me
     with pytest.raises(PoisonRecordError) as info:
         decode_envelope(record("clickstream", json.dumps(env).encode()))
     assert info.value.reason == "unknown_schema_version"
-    assert dead_letter_reason(ValueError("x")) == "processing"
+    assert dead_letter_reason(ValueError("x")) == "unexpected_error"
 
 
 def test_batch_groups_per_partition_and_lists_offsets():

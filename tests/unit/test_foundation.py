@@ -8,8 +8,9 @@ import tracemalloc
 import pytest
 
 from mbyn.catalog import load_catalog, parse_catalog
-from mbyn.contracts.envelope import MAX_VALUE_BYTES, decode, encode, make_envelope, validate
-from mbyn.errors import CatalogError, ConfigError, ContractError
+from mbyn.contracts.codec import decode_record
+from mbyn.contracts.envelope import MAX_VALUE_BYTES, encode, make_envelope, validate
+from mbyn.errors import CatalogError, ConfigError, ContractError, PoisonRecordError
 from mbyn.kafka.cluster import Node, server_properties
 from mbyn.settings import load_settings
 from mbyn.sources.generator import shop_events
@@ -58,7 +59,7 @@ def test_catalog_errors_say_what_is_wrong():
 def test_envelope_round_trip_and_validation():
     env = make_envelope("fx_rate", {"currency": "USD", "rate_date": "2026-11-25", "rate_per_eur": 1.05}, "test")
     validate("fx-rates", env)
-    assert decode(encode(env)) == env
+    assert decode_record("fx-rates", b"USD", encode(env)) == env
     bad = dict(env, payload={"currency": "XXX", "rate_date": "2026-11-25", "rate_per_eur": 1.05})
     with pytest.raises(ContractError, match="payload/currency"):
         validate("fx-rates", bad)
@@ -66,10 +67,12 @@ def test_envelope_round_trip_and_validation():
         validate("fx-rates", dict(env, event_type="order_placed"))
 
 
-@pytest.mark.parametrize("data", [None, b"\xff\xfe", b"{not json", b"x" * (MAX_VALUE_BYTES + 1)])
-def test_decode_refuses_poison(data):
-    with pytest.raises(ContractError):
-        decode(data)
+@pytest.mark.parametrize(("data", "reason"), [(None, "null_value"), (b"\xff\xfe", "not_json"),
+                                             (b"{not json", "not_json"), (b"x" * (MAX_VALUE_BYTES + 1), "oversize")])
+def test_decode_refuses_poison(data, reason):
+    with pytest.raises(PoisonRecordError) as info:
+        decode_record("orders", b"o-1", data)
+    assert info.value.reason == reason
 
 
 def test_generator_is_reproducible_and_valid():
@@ -94,7 +97,7 @@ def test_generator_invalid_ratio_emits_poison():
     assert 250 < len(poison) < 550
     for record in poison:
         with pytest.raises(ContractError):
-            validate(record.topic, decode(record.raw))
+            decode_record(record.topic, record.key.encode() if record.key else None, record.raw)
 
 
 def test_generator_memory_stays_flat():

@@ -1,11 +1,13 @@
 """dead-letters: the ``dead-letters`` topic → the ``quarantine`` table, exactly once; replay and listing.
 
-Every consumer on the runtime sends a record it cannot process to ``dead-letters`` with the original key,
-value bytes and headers plus ``dlq.*`` headers (reason, error class/message, original topic, partition,
-offset, timestamp, consumer group). This consumer stores each one as a quarantine row — rows and
-offsets in one transaction, like the warehouse-loader — and ``(consumer_group, topic, partition, offset)``
-is unique, so a record dead-lettered twice (its consumer crashed before moving on) is quarantined once.
-A dead letter without ``dlq.*`` headers (written by another tool) is kept with reason ``unknown``.
+Every consumer — the Python runtime, the Java payments service, the Go tracker, the Airflow tasks — sends a
+record it cannot process to ``dead-letters`` with the original key, value bytes and headers plus the
+``dlq.*`` headers of ``mbyn.contracts.dead_letters``. This consumer stores each one as a quarantine row —
+rows and offsets in one transaction, like the warehouse-loader — and ``(consumer_group, topic, partition,
+offset)`` is unique, so a record dead-lettered twice (its consumer crashed before moving on) is quarantined
+once. Whatever else arrives on the topic is stored too: a record without ``dlq.*`` headers (written by
+another tool) with reason ``unknown``; header values that do not fit a column are cut or dropped, never
+refused — this sink never dead-letters (it would be writing to itself), so building a row cannot fail.
 
 ``mbyn dlq list`` counts quarantined records by topic and reason; ``mbyn dlq replay [--topic T]
 [--since ISO-TS]`` re-publishes records not yet replayed to their original topic with their original key
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mbyn.consumers.base import WarehouseConsumer
+from mbyn.contracts.dead_letters import original_headers, parse_headers
 from mbyn.kafka.consumer import (
     DEAD_LETTER_TOPIC,
     Batch,
@@ -46,7 +49,7 @@ class DeadLetterSink(WarehouseConsumer):
     name: ClassVar[str] = NAME
     topics: ClassVar[tuple[str, ...]] = (DEAD_LETTER_TOPIC,)
     batch_size: int = 1000
-    poison_errors: ClassVar[tuple[type[BaseException], ...]] = ()  # nothing here may loop back to dead-letters
+    dead_letters: ClassVar[bool] = False  # nothing here may loop back to dead-letters
 
     def decode(self, record: Record) -> Any:
         """Dead letters are raw bytes by design: nothing to decode or validate."""
@@ -66,34 +69,33 @@ class DeadLetterSink(WarehouseConsumer):
 
 
 def quarantine_row(record: Record, now: datetime) -> dict[str, Any]:
-    """One quarantine row from a dead letter: original coordinates from the ``dlq.*`` headers."""
-
-    def number(name: str) -> int | None:
-        text = record.header(name)
-        return int(text) if text and text.lstrip("-").isdigit() else None
-
-    timestamp_ms = number("dlq.timestamp")
+    """One quarantine row from any record on ``dead-letters`` (never raises; see the module docstring)."""
+    info = parse_headers(record.headers)
     text: str | None = None
     if record.value is not None:
         try:
             text = record.value.decode("utf-8")
         except UnicodeDecodeError:
             text = None
-    topic = record.header("dlq.topic")
+        if text is not None and "\x00" in text:
+            text = None  # PostgreSQL text cannot hold NUL; the bytes are kept in ``value``
+    original_ts = None
+    if info.timestamp_ms is not None:
+        original_ts = datetime.fromtimestamp(info.timestamp_ms / 1000, UTC)
     return {
-        "topic": topic,
-        "partition": number("dlq.partition"),
-        "offset": number("dlq.offset"),
+        "topic": info.topic,
+        "partition": info.partition,
+        "offset": info.offset,
         "key": record.key,
         "value": record.value,
         "value_text": text,
-        "headers": encode_headers([(k, v) for k, v in record.headers if not k.startswith("dlq.")]),
-        "reason": record.header("dlq.reason") or "unknown",
-        "error_class": record.header("dlq.error_class"),
-        "error_message": record.header("dlq.error_message"),
-        "consumer_group": record.header("dlq.consumer_group"),
-        "original_timestamp": (datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-                               if timestamp_ms is not None else None),
+        "headers": encode_headers(original_headers(record.headers)),
+        "reason": info.reason,
+        "error_class": info.error_class,
+        "error_message": info.error_message,
+        "error_traceback": info.traceback,
+        "consumer_group": info.consumer_group,
+        "original_timestamp": original_ts,
         "quarantined_at": now,
     }
 

@@ -20,19 +20,31 @@ everything around it:
   commits still happen, asynchronously, so lag tools see progress, but nothing reads them back.
   ``"transaction"`` — the consumer commits itself (``send_offsets_to_transaction`` with
   ``runtime.group_metadata()`` and ``batch.offsets()``); the runtime never commits.
-* **Dead letters.** A record whose decoding raises one of ``poison_errors`` (default ``ContractError``,
-  which includes ``PoisonRecordError``) is produced to the ``dead-letters`` topic with its original key,
-  value bytes and headers plus ``dlq.*`` headers (reason, error class and message, original topic /
-  partition / offset / timestamp, consumer group); the dead letters are flushed (``flush_or_raise``)
-  before the batch is processed, so a record is never committed past without landing somewhere. If
-  ``process_batch`` itself raises a poison error, the runtime re-runs the batch one record at a time to
-  find the culprit(s), dead-letters them and processes the rest — ``process_batch`` must therefore be
-  all-or-nothing when it raises (one database transaction, one Kafka transaction).
-* **Transient sink errors** (``transient_errors``, default ``SinkUnavailableError``): the same batch is
-  retried with exponential back-off (0.5 s … 15 s) and nothing is committed or dead-lettered. A stop
-  signal during the retries abandons the batch uncommitted (it is re-read on the next start) and the
-  exit status is 1. A retry that outlives ``max.poll.interval.ms`` (5 min) costs the copy its partitions;
-  the next owner re-reads the batch, which every commit mode tolerates.
+* **Failures are classified by where they happen**, not by a list of exception types — no record can
+  stop a consumer:
+
+  - *Decoding one record* raises anything → that record is dead-lettered: the ``PoisonRecordError``
+    reason of the codec (``mbyn.contracts.codec``), else ``unexpected_error``.
+  - *Processing the batch* raises a ``transient_errors`` error (default ``SinkUnavailableError``: the
+    database or broker is down) → the same batch is retried with exponential back-off (0.5 s … 15 s);
+    nothing is committed or dead-lettered.
+  - *Processing the batch* raises anything else → the runtime checks that the sink still answers (an
+    empty ``process_batch``) and re-runs the batch one record at a time; a record that fails alone is
+    dead-lettered with its error's ``reason`` (``sink_rejected`` for ``SinkRejectedError``: the database
+    refused its row) or ``unexpected_error``, the others are written. ``process_batch`` must therefore be
+    all-or-nothing when it raises (one database transaction, one Kafka transaction).
+  - What fails with no record to blame — the empty write fails too — is an outage or a broken sink, not
+    data: back-off and retry the batch, never commit past it, never dead-letter it.
+  - ``fatal_errors`` (default ``StateError``, ``ConfigError``: the process itself cannot go on, e.g. a
+    fenced transactional producer) end the run; the supervisor restarts the copy.
+
+  A dead letter is produced to ``dead-letters`` with the original key, value bytes and headers plus the
+  ``dlq.*`` headers of ``mbyn.contracts.dead_letters`` (reason, error class, message and a short
+  traceback, original topic / partition / offset / timestamp, consumer group), and acknowledged by the
+  broker (``flush_or_raise``) before any offset past it is committed or stored. A stop signal during
+  retries abandons the batch uncommitted (it is re-read on the next start) and the exit status is 1. A
+  retry that outlives ``max.poll.interval.ms`` (5 min) costs the copy its partitions; the next owner
+  re-reads the batch, which every commit mode tolerates.
 * **Rebalances.** ``on_assign`` may return start offsets (``"sink"`` mode: the offsets the sink stored;
   partitions it does not know start from the earliest record). ``on_revoke`` is called before partitions
   go away; the previous batch is always fully processed and committed by then, because librdkafka only
@@ -59,8 +71,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mbyn.catalog import Catalog, load_catalog
-from mbyn.contracts.envelope import MAX_VALUE_BYTES, decode_json, validate
-from mbyn.errors import ContractError, PoisonRecordError, SinkUnavailableError
+from mbyn.contracts.codec import decode_record
+from mbyn.contracts.dead_letters import build_headers, describe_error, shorten
+from mbyn.errors import ConfigError, SinkUnavailableError, StateError
 from mbyn.kafka.producer import TopicProducer, wait_for_broker
 from mbyn.kafka.security import client_config
 from mbyn.runtime import Progress, StopFlag, backoff_delays, setup_logging
@@ -76,10 +89,9 @@ CommitMode = Literal["kafka", "sink", "transaction"]
 PartitionKey = tuple[str, int]
 
 DEAD_LETTER_TOPIC = "dead-letters"
-#: Header names the runtime adds to a dead letter (the original headers are kept beside them).
-DLQ_HEADERS = ("dlq.reason", "dlq.error_class", "dlq.error_message", "dlq.topic", "dlq.partition", "dlq.offset",
-               "dlq.timestamp", "dlq.consumer_group")
-MAX_ERROR_MESSAGE = 2000
+#: The dead-letter producer's largest message: a raw record of up to the broker's default 1 MiB plus the
+#: ``dlq.*`` headers must fit (``dead-letters`` allows the same in include/topics.yaml).
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
@@ -219,8 +231,10 @@ class StreamConsumer:
       (``--batch-size`` / ``--max-wait-ms``). Under load batches fill at once; at a low rate the timeout is
       the latency a record can wait before it is processed. Larger batches mean fewer commits and
       transactions, smaller ones less re-processing after a crash.
-    * ``poison_errors`` — errors that send a record to dead-letters; ``transient_errors`` — errors that
-      retry the batch with back-off; ``retry_timeout_s`` — give up (raise) after that long (None: never).
+    * ``transient_errors`` — errors that retry the batch with back-off (the sink is down);
+      ``retry_timeout_s`` — give up (raise) after that long (None: never); ``fatal_errors`` — errors that
+      end the run; ``dead_letters`` — False for a consumer that must never dead-letter (the dead-letters
+      sink itself): a record it cannot write is retried, never skipped.
     * ``kafka_config`` — extra librdkafka settings (merged last).
     """
 
@@ -229,8 +243,9 @@ class StreamConsumer:
     commit_mode: ClassVar[CommitMode] = "kafka"
     batch_size: int = 1000
     batch_timeout: float = 1.0
-    poison_errors: ClassVar[tuple[type[BaseException], ...]] = (ContractError,)
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = (SinkUnavailableError,)
+    fatal_errors: ClassVar[tuple[type[BaseException], ...]] = (StateError, ConfigError)
+    dead_letters: ClassVar[bool] = True
     retry_timeout_s: float | None = None
     kafka_config: ClassVar[Mapping[str, Any]] = {}
 
@@ -240,7 +255,7 @@ class StreamConsumer:
         """Called once after the Kafka consumer exists and before subscribing (open sinks here)."""
 
     def decode(self, record: Record) -> Any:
-        """Turn a record into ``record.data``; raise a poison error to dead-letter it. Default: envelope."""
+        """Turn a record into ``record.data``; whatever it raises dead-letters the record. Default: envelope."""
         return decode_envelope(record)
 
     def on_assign(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> Mapping[PartitionKey, int] | None:
@@ -408,7 +423,7 @@ class ConsumerRuntime:
         return records
 
     def _handle(self, records: list[Record]) -> bool:
-        """Decode, dead-letter, process and commit one poll. False: stopped while a sink was down."""
+        """Decode, dead-letter, process and commit one poll. False: stopped before the batch was written."""
         app = self.app
         next_offsets: dict[PartitionKey, int] = {}
         good: list[Record] = []
@@ -417,7 +432,11 @@ class ConsumerRuntime:
             next_offsets[record.partition_key] = max(next_offsets.get(record.partition_key, 0), record.offset + 1)
             try:
                 record.data = app.decode(record)
-            except app.poison_errors as exc:
+            except app.fatal_errors:
+                raise
+            except Exception as exc:  # whatever one record's bytes cause, it is that record's
+                if not app.dead_letters:
+                    raise
                 self.dead_letter(record, exc)
                 rejected += 1
                 continue
@@ -425,15 +444,26 @@ class ConsumerRuntime:
         if rejected:
             self._dead_letters().flush_or_raise()
         batch = Batch(good, next_offsets)
-        try:
-            if not self._process_with_retry(batch):
-                return False
-        except app.poison_errors:
-            if not self._process_one_by_one(batch):
-                return False
+        if not self._write(batch):
+            return False
         self.counters.batches += 1
         self._commit(batch)
         return True
+
+    def _write(self, batch: Batch) -> bool:
+        """``process_batch`` until it succeeds: outages retried, records the sink refuses dead-lettered."""
+        delays = backoff_delays()
+        while True:
+            try:
+                return self._process_with_retry(batch)
+            except self.app.fatal_errors:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below by where it happened, not by type
+                error = exc
+            if batch.records and self.app.dead_letters and self._sink_answers():
+                return self._process_one_by_one(batch)
+            if not self._wait_after_failure(error, next(delays), len(batch.records)):
+                return False
 
     def _process_with_retry(self, batch: Batch) -> bool:
         """``process_batch`` with back-off on transient errors; False if stopped before it succeeded."""
@@ -451,7 +481,7 @@ class ConsumerRuntime:
                 if app.retry_timeout_s is not None and time.monotonic() - started + delay > app.retry_timeout_s:
                     raise
                 log.warning("%s: sink unavailable (%s: %s); retrying the batch of %d in %.1fs", app.name,
-                            type(exc).__name__, _short(str(exc), 300), len(batch.records), delay)
+                            type(exc).__name__, shorten(str(exc), 300), len(batch.records), delay)
                 if self.stop.wait(delay):
                     self.counters.abandoned += len(batch.records)
                     log.warning("%s: stopped while the sink was down; %d records left uncommitted (re-read on "
@@ -459,23 +489,56 @@ class ConsumerRuntime:
                     return False
         raise AssertionError("unreachable")  # backoff_delays is infinite
 
+    def _sink_answers(self) -> bool:
+        """Whether an empty ``process_batch`` succeeds: if not, a failure is the sink's, not a record's."""
+        try:
+            self.app.process_batch(Batch([], {}))
+        except self.app.fatal_errors:
+            raise
+        except Exception:  # noqa: BLE001 - any failure of an empty write means "not the data"
+            return False
+        return True
+
+    def _wait_after_failure(self, error: BaseException, delay: float, records: int) -> bool:
+        """A failure no record can be blamed for: log, back off; False when stopped meanwhile."""
+        self.counters.retries += 1
+        error_class, message, _ = describe_error(error)
+        log.error("%s: the sink failed for the whole batch of %d and for an empty write (%s: %s); nothing is "
+                  "committed, retrying in %.1fs", self.app.name, records, error_class, shorten(message, 300), delay)
+        if self.stop.wait(delay):
+            self.counters.abandoned += records
+            log.warning("%s: stopped while the sink was failing; %d records left uncommitted (re-read on the next "
+                        "start)", self.app.name, records)
+            return False
+        return True
+
     def _process_one_by_one(self, batch: Batch) -> bool:
-        """The batch raised a poison error: isolate it record by record, dead-letter the culprits."""
+        """A batch failed while the sink answers: write it record by record, dead-letter what fails alone.
+
+        Each dead letter is acknowledged before the next record's write can store an offset past it.
+        """
         app = self.app
-        log.warning("%s: a record of a batch of %d failed processing; isolating it", app.name, len(batch.records))
-        rejected = 0
+        log.warning("%s: a batch of %d failed; writing it record by record to find the culprit(s)", app.name,
+                    len(batch.records))
+        delays = backoff_delays()
         for record in batch.records:
             single = Batch([record], {record.partition_key: record.offset + 1})
-            try:
-                if not self._process_with_retry(single):
-                    return False
-            except app.poison_errors as exc:
-                self.dead_letter(record, exc)
-                rejected += 1
-        if rejected:
-            self._dead_letters().flush_or_raise()
+            while True:
+                try:
+                    if not self._process_with_retry(single):
+                        return False
+                    break
+                except app.fatal_errors:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the record's own failure, unless the sink is gone
+                    if self._sink_answers():
+                        self.dead_letter(record, exc)
+                        self._dead_letters().flush_or_raise()
+                        break
+                    if not self._wait_after_failure(exc, next(delays), 1):
+                        return False
         # Store the offsets past the dead-lettered records too ("sink" mode needs the empty batch).
-        return self._process_with_retry(Batch([], batch.next_offsets))
+        return self._write(Batch([], batch.next_offsets))
 
     def _commit(self, batch: Batch) -> None:
         from confluent_kafka import KafkaException, TopicPartition
@@ -508,7 +571,8 @@ class ConsumerRuntime:
 
     def _dead_letters(self) -> TopicProducer:
         if self._dlq is None:
-            self._dlq = TopicProducer(f"{self.app.name}-dlq", self.settings)
+            self._dlq = TopicProducer(f"{self.app.name}-dlq", self.settings,
+                                      config={"message.max.bytes": DEAD_LETTER_MAX_BYTES})
         return self._dlq
 
     def dead_letter(self, record: Record, error: BaseException) -> None:
@@ -517,23 +581,17 @@ class ConsumerRuntime:
         Enqueued only; the runtime flushes (``flush_or_raise``) before the batch's offsets move on.
         """
         reason = dead_letter_reason(error)
-        headers = [(k, v) for k, v in record.headers if not k.startswith("dlq.")]
-        headers += [
-            ("dlq.reason", reason.encode()),
-            ("dlq.error_class", type(error).__name__.encode()),
-            ("dlq.error_message", _short(str(error), MAX_ERROR_MESSAGE).encode()),
-            ("dlq.topic", record.physical_topic.encode()),
-            ("dlq.partition", str(record.partition).encode()),
-            ("dlq.offset", str(record.offset).encode()),
-            ("dlq.timestamp", str(record.timestamp_ms if record.timestamp_ms is not None else "").encode()),
-            ("dlq.consumer_group", self.group_id.encode()),
-        ]
+        error_class, message, trace = describe_error(error)
+        headers = build_headers(record.headers, reason=reason, error_class=error_class, error_message=message,
+                                traceback_text=trace, topic=record.physical_topic, partition=record.partition,
+                                offset=record.offset, timestamp_ms=record.timestamp_ms,
+                                consumer_group=self.group_id)
         physical = self.catalog.get(DEAD_LETTER_TOPIC).physical
         self._dead_letters().send_raw(physical, record.value, record.key, headers)
         self.counters.dead_lettered += 1
         self.counters.dead_letter_reasons[reason] = self.counters.dead_letter_reasons.get(reason, 0) + 1
         log.warning("%s: dead-lettered %s[%d]@%d (%s): %s", self.app.name, record.physical_topic, record.partition,
-                    record.offset, reason, _short(str(error), 200))
+                    record.offset, reason, shorten(message, 200))
 
     # Rebalance callbacks (run inside consume()) -------------------------------------------------
 
@@ -593,45 +651,17 @@ class ConsumerRuntime:
 # Decoding -----------------------------------------------------------------------------------------
 
 def decode_envelope(record: Record, catalog: Catalog | None = None) -> dict[str, Any] | None:
-    """The record's envelope, validated against its topic's schema; ``None`` for a tombstone.
+    """The record's envelope (``mbyn.contracts.codec.decode_record``); ``None`` for a tombstone.
 
-    Raises PoisonRecordError with reason ``null_key`` (the topic has a key field but the record has no
-    key), ``null_value`` (no value on a non-compacted topic), ``oversize`` (over MAX_VALUE_BYTES),
-    ``not_json`` (not UTF-8 JSON), ``unknown_schema_version`` or ``schema_violation``.
+    Raises PoisonRecordError (``reason`` = the code) and nothing else.
     """
-    catalog = catalog or load_catalog()
-    topic = catalog.get(record.topic)
-    if topic.key is not None and record.key is None:
-        raise PoisonRecordError("null_key", f"{record.topic}: records must have a key ({topic.key})")
-    if record.value is None:
-        if topic.compacted:
-            return None  # tombstone: the key was deleted
-        raise PoisonRecordError("null_value", f"{record.topic}: value is null on a non-compacted topic")
-    if len(record.value) > MAX_VALUE_BYTES:
-        raise PoisonRecordError("oversize", f"value is {len(record.value)} bytes; the limit is {MAX_VALUE_BYTES}")
-    try:
-        value = decode_json(record.value)
-    except ContractError as exc:  # not UTF-8 / not JSON
-        raise PoisonRecordError("not_json", str(exc)) from None
-    if not isinstance(value, dict):
-        raise PoisonRecordError("schema_violation", f"{record.topic}: value is a JSON {type(value).__name__}, "
-                                "not an envelope object")
-    version = value.get("schema_version")
-    expected = catalog.schema_version
-    if version != expected:
-        raise PoisonRecordError("unknown_schema_version",
-                                f"{record.topic}: schema_version {version!r} is not supported (expected {expected})")
-    try:
-        validate(record.topic, value)
-    except ContractError as exc:
-        raise PoisonRecordError("schema_violation", str(exc)) from None
-    return value
+    return decode_record(record.topic, record.key, record.value, catalog)
 
 
 def dead_letter_reason(error: BaseException) -> str:
-    """A short code for the dead letter: the error's ``reason`` attribute, else ``processing``."""
+    """The dead letter's reason code: the error's ``reason`` attribute, else ``unexpected_error``."""
     reason = getattr(error, "reason", None)
-    return str(reason) if reason else "processing"
+    return reason if isinstance(reason, str) and reason else "unexpected_error"
 
 
 def encode_headers(headers: Iterable[tuple[str, bytes | None]]) -> str:
@@ -644,10 +674,6 @@ def decode_headers(text: str | None) -> list[tuple[str, bytes | None]]:
     if not text:
         return []
     return [(k, None if v is None else base64.b64decode(v)) for k, v in json.loads(text)]
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # Entry points -------------------------------------------------------------------------------------

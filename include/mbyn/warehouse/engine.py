@@ -17,7 +17,8 @@
 * ``store_offsets`` / ``load_offsets`` — the ``kafka_offsets`` table: written in the same transaction as
   the rows (exactly-once), only ever moved forward.
 * ``sink_errors()`` — turns "cannot reach / database locked" into SinkUnavailableError (the consumer runtime
-  retries the batch) and other database errors into WarehouseError.
+  retries the batch), errors the database raised about the statement or its data into SinkRejectedError
+  (the runtime finds and dead-letters the refused record) and other SQLAlchemy errors into WarehouseError.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mbyn.errors import SinkUnavailableError, WarehouseError
-from mbyn.warehouse.schema import kafka_offsets, metadata
+from mbyn.errors import SinkRejectedError, SinkUnavailableError, WarehouseError
+from mbyn.warehouse.schema import ADDED_COLUMNS, kafka_offsets, metadata
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -91,7 +92,7 @@ def warehouse_engine(settings: Any = None, *, read_only: bool = False) -> Engine
 
 @contextmanager
 def sink_errors(what: str = "warehouse") -> Iterator[None]:
-    """Map database errors: unreachable / locked → SinkUnavailableError (retry), others → WarehouseError."""
+    """Map database errors: unreachable / locked → SinkUnavailableError (retry), refused → SinkRejectedError."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
     try:
@@ -101,7 +102,7 @@ def sink_errors(what: str = "warehouse") -> Iterator[None]:
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise SinkUnavailableError(f"{what}: connection lost: {_first_line(exc)}") from exc
-        raise WarehouseError(f"{what}: {_first_line(exc)}") from exc
+        raise SinkRejectedError(f"{what}: {_first_line(exc)}") from exc
     except SQLAlchemyError as exc:
         raise WarehouseError(f"{what}: {_first_line(exc)}") from exc
 
@@ -124,12 +125,27 @@ def init_schema(engine: Engine, attempts: int = 5) -> None:
                 if conn.dialect.name == "postgresql":
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(73857)")
                 metadata.create_all(conn, checkfirst=True)
+                _add_missing_columns(conn)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             if ("already exists" not in str(exc) and "locked" not in str(exc)) or attempt == attempts:
                 raise WarehouseError(f"cannot create the warehouse schema at {engine.url!r}: "
                                      f"{_first_line(exc)}") from exc
             time.sleep(0.2 * attempt)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for each of ``schema.ADDED_COLUMNS`` the database does not have yet."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    inspector = inspect(conn)
+    for table_name, column_name in ADDED_COLUMNS:
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        if column_name not in present:
+            column = metadata.tables[table_name].c[column_name]
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {ddl}")
 
 
 def utc_now() -> datetime:
@@ -148,7 +164,8 @@ def parse_time(text: str | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def _insert(conn: Connection, table: Table) -> Any:
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """``INSERT`` for ``conn``'s dialect (SQLite or PostgreSQL), so ``.on_conflict_do_update/nothing`` are there."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif conn.dialect.name == "sqlite":
@@ -308,7 +325,7 @@ def store_offsets(conn: Connection, group: str, next_offsets: Mapping[tuple[str,
     now = utc_now()
     rows = [{"consumer_group": group, "topic": t, "partition": p, "next_offset": o, "updated_at": now}
             for (t, p), o in next_offsets.items()]
-    stmt = _insert(conn, kafka_offsets)
+    stmt = dialect_insert(conn, kafka_offsets)
     stmt = stmt.on_conflict_do_update(
         index_elements=["consumer_group", "topic", "partition"],
         set_={"next_offset": stmt.excluded.next_offset, "updated_at": stmt.excluded.updated_at},

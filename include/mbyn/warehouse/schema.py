@@ -221,6 +221,7 @@ quarantine = Table(
     Column("reason", String(64), nullable=False),
     Column("error_class", String(128)),
     Column("error_message", Text),
+    Column("error_traceback", Text),  # added in 0.3: ``ADDED_COLUMNS`` brings older warehouses up to date
     Column("consumer_group", String(255)),
     Column("original_timestamp", _ts()),
     Column("quarantined_at", _ts(), nullable=False),
@@ -237,3 +238,8 @@ kafka_offsets = Table(
     Column("next_offset", BigInteger, nullable=False),
     Column("updated_at", _ts(), nullable=False),
 )
+
+
+#: Columns added to existing tables after their first release: ``init_schema`` adds what a warehouse
+#: created by an older version lacks (``create_all`` only creates missing tables).
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("quarantine", "error_traceback"),)
