@@ -10,7 +10,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from mbyn.contracts.envelope import make_envelope
-from mbyn.errors import PoisonRecordError, SinkUnavailableError
+from mbyn.contracts.dead_letters import parse_headers
+from mbyn.errors import PoisonRecordError, SinkRejectedError, SinkUnavailableError
 from mbyn.kafka.consumer import Batch, StreamConsumer, run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.runtime import StopFlag
@@ -27,12 +28,14 @@ def order(n: int, amount: float = 10.0) -> dict[str, Any]:
     return dict(make_envelope("order_placed", payload, "test"))
 
 
-def produce_orders(settings: Settings, count: int, poison: list[tuple[bytes | None, bytes]] = ()) -> list[str]:
-    """``count`` valid orders (+ raw poison records); returns the valid event ids."""
+def produce_orders(settings: Settings, count: int, poison: list[tuple[bytes | None, bytes]] = (),
+                   amounts: dict[int, float] | None = None) -> list[str]:
+    """``count`` valid orders (+ raw poison records); returns the valid event ids. Order 7 costs 999."""
     producer = TopicProducer("test", settings)
     ids = []
+    amounts = {7: 999.0} if amounts is None else amounts
     for n in range(count):
-        env = order(n, amount=999.0 if n == 7 else 10.0)
+        env = order(n, amount=amounts.get(n, 10.0))
         assert producer.send("orders", env, key=env["payload"]["order_id"])
         ids.append(env["event_id"])
     for key, value in poison:
@@ -48,19 +51,30 @@ class Collector(StreamConsumer):
     topics: ClassVar[tuple[str, ...]] = ("orders",)
     batch_timeout = 0.2
 
-    def __init__(self, transient_failures: int = 0, poison_amount: float | None = None) -> None:
+    def __init__(self, transient_failures: int = 0, poison_amount: float | None = None,
+                 failures: dict[float, BaseException] | None = None, broken_writes: int = 0) -> None:
         self.seen: list[str] = []
         self.batches: list[Batch] = []
         self.transient_failures = transient_failures
         self.poison_amount = poison_amount
+        self.failures = failures or {}  # amount → the error processing a record with that amount raises
+        self.broken_writes = broken_writes  # every write fails (empty ones too) this many times
+        self.writes = 0
 
     def process_batch(self, batch: Batch) -> None:
+        self.writes += 1
+        if self.broken_writes:
+            self.broken_writes -= 1
+            raise RuntimeError("the sink's table is gone (simulated)")
         if batch.records and self.transient_failures:
             self.transient_failures -= 1
             raise SinkUnavailableError("sink is down (simulated)")
         for r in batch.records:  # check first: all-or-nothing
             if self.poison_amount is not None and r.data["payload"]["amount"] == self.poison_amount:
                 raise PoisonRecordError("amount_rule", f"amount {self.poison_amount} is refused")
+            failure = self.failures.get(r.data["payload"]["amount"])
+            if failure is not None:
+                raise failure
         self.seen += [r.data["event_id"] for r in batch.records]
         self.batches.append(batch)
 
@@ -154,3 +168,52 @@ def test_stop_during_an_outage_commits_nothing_and_the_next_run_gets_everything(
     up = Collector()
     run_consumer(up, topics, idle_exit=3)
     assert sorted(up.seen) == sorted(ids)
+
+
+def test_any_error_processing_one_record_dead_letters_that_record_only(topics):
+    """Not an allow-list of exception types: what fails for one record alone is that record's dead letter."""
+    ids = produce_orders(topics, 80, amounts={7: 999.0, 30: 777.0, 55: 555.0})
+    failures = {999.0: KeyError("payload/amount"), 777.0: SinkRejectedError("value too long for type (simulated)"),
+                555.0: ZeroDivisionError("division by zero")}
+    app = Collector(failures=failures)
+    summary = run_consumer(app, topics, idle_exit=3)
+
+    assert summary["dead_letter_reasons"] == {"unexpected_error": 2, "sink_rejected": 1}
+    assert sorted(app.seen) == sorted(ids[:7] + ids[8:30] + ids[31:55] + ids[56:])
+    letters = read_all(topics.bootstrap(), topics.topic_prefix + "dead-letters", expect=3)
+    by_order = {r.json()["payload"]["order_id"]: parse_headers(list(r.headers.items())) for r in letters}
+    assert {k: (v.reason, v.error_class) for k, v in by_order.items()} == {
+        "O-00007": ("unexpected_error", "KeyError"), "O-00030": ("sink_rejected", "SinkRejectedError"),
+        "O-00055": ("unexpected_error", "ZeroDivisionError")}
+    for info in by_order.values():
+        assert info.traceback and "process_batch" in info.traceback, "a short traceback says where it failed"
+        assert info.consumer_group == summary["group"] and info.coordinates is not None
+    physical = topics.topic_prefix + "orders"
+    assert committed(topics, summary["group"], physical, 6) == end_offsets(topics, physical, 6)
+
+
+def test_a_decode_hook_raising_anything_dead_letters_the_record(topics):
+    ids = produce_orders(topics, 20)
+
+    class PickyDecoder(Collector):
+        def decode(self, record: Any) -> Any:
+            data = super().decode(record)
+            if data["payload"]["amount"] == 999.0:
+                raise RecursionError("maximum recursion depth exceeded (simulated)")
+            return data
+
+    app = PickyDecoder()
+    summary = run_consumer(app, topics, idle_exit=3)
+    assert summary["dead_letter_reasons"] == {"unexpected_error": 1}
+    assert sorted(app.seen) == sorted(ids[:7] + ids[8:])
+
+
+def test_a_sink_failing_for_every_write_is_retried_never_dead_lettered(topics):
+    """An empty write failing too means the sink is broken, not the data: back off, commit nothing, keep all."""
+    ids = produce_orders(topics, 40)
+    app = Collector(broken_writes=4)
+    summary = run_consumer(app, topics, idle_exit=6)
+    assert summary["dead_lettered"] == 0 and summary["retries"] >= 2
+    assert sorted(app.seen) == sorted(ids), "everything written once the sink came back"
+    physical = topics.topic_prefix + "orders"
+    assert committed(topics, summary["group"], physical, 6) == end_offsets(topics, physical, 6)
