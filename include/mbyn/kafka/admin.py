@@ -1,8 +1,9 @@
-"""Make the cluster match the topic catalog: create missing topics, raise partition counts."""
+"""Make the cluster match the topic catalog: create missing topics, raise partition counts, set configs."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TopicChange:
     topic: str
-    action: str  # created | partitions-raised | unchanged
+    action: str  # created | partitions-raised | config-updated | unchanged
     detail: str = ""
 
 
@@ -55,7 +56,9 @@ def replication_for(topic: Topic, brokers: int) -> tuple[int, dict[str, str]]:
 
 def apply_topics(settings: Settings | None = None, catalog: Catalog | None = None,
                  names: list[str] | None = None) -> list[TopicChange]:
-    """Create missing catalog topics and raise partition counts; never lowers or deletes anything.
+    """Create missing catalog topics, raise partition counts and set the catalog's topic configs on existing
+    topics (e.g. a larger ``max.message.bytes`` added to the catalog later); never lowers partitions or
+    deletes anything.
 
     Secured mode: then also creates the catalog's ACLs for the topic prefix (``security.apply_acls``,
     idempotent) — ``settings`` must authenticate as the admin principal.
@@ -102,11 +105,38 @@ def apply_topics(settings: Settings | None = None, catalog: Catalog | None = Non
         raise MbynError("topic changes failed:\n  " + "\n  ".join(failures))
     changes = [TopicChange(c.topic, "unchanged", "already existed") if c.topic in existed else c for c in changes]
     _wait_visible(client, expected)
+    updated = _update_configs(client, [(settings.topic_prefix + t.name, t.config) for t in wanted
+                                       if settings.topic_prefix + t.name in existing])
+    changes = [TopicChange(c.topic, "config-updated", ", ".join(updated[c.topic]))
+               if c.action == "unchanged" and c.topic in updated else c for c in changes]
     if settings.security == "scram":
         from mbyn.kafka.security import apply_acls
 
         apply_acls(settings, catalog)
     return changes
+
+
+def _update_configs(client: AdminClient, topics: list[tuple[str, Mapping[str, str]]]) -> dict[str, list[str]]:
+    """Set the catalog's config entries that differ on existing topics; returns ``topic → ["key=value", …]``."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name, config in topics if config]
+    if not resources:
+        return {}
+    wanted = dict(topics)
+    changed: dict[str, list[str]] = {}
+    to_alter = []
+    for resource, future in client.describe_configs(resources).items():
+        current = future.result()
+        diff = {k: str(v) for k, v in wanted[resource.name].items()
+                if k not in current or current[k].value != str(v)}
+        if diff:
+            changed[resource.name] = [f"{k}={v}" for k, v in sorted(diff.items())]
+            to_alter.append(ConfigResource(ConfigResource.Type.TOPIC, resource.name, incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in diff.items()]))
+    for future in (client.incremental_alter_configs(to_alter).values() if to_alter else []):
+        future.result()
+    return changed
 
 
 def _wait_visible(client: AdminClient, partitions: dict[str, int], timeout_s: float = 30.0) -> None:
