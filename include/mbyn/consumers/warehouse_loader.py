@@ -18,9 +18,10 @@ shipments         shipments               event_id — keep the first
 alerts            alerts                  alert_id — keep the first (status belongs to the DAG)
 ================  ======================  =====================================================
 
-Poison records (not JSON, schema violation, oversize, null key, unknown schema_version) go to
-dead-letters through the runtime. Run several copies: ``mbyn consume warehouse-loader`` (each copy gets a
-share of the partitions; SQLite serialises the writes, PostgreSQL runs them side by side).
+Records the codec refuses (not JSON, schema violation, oversize, null key, unknown schema_version) and rows
+the database refuses (``sink_rejected``) go to dead-letters through the runtime. Run several copies:
+``mbyn consume warehouse-loader`` (each copy gets a share of the partitions; SQLite serialises the writes,
+PostgreSQL runs them side by side).
 """
 
 from __future__ import annotations
@@ -112,10 +113,11 @@ def _load_orders(self: WarehouseLoader, conn: Connection, records: list[Record])
         env = r.data
         p = env["payload"]
         order_id, event_id = p["order_id"], env["event_id"]
+        # int(): JSON Schema's integer includes 1.0, which an INTEGER column refuses on PostgreSQL.
         orders.append((order_id, event_id, p["customer_id"], p["session_id"], p["country"], p["currency"],
-                       p["amount"], sum(i["quantity"] for i in p["items"]), parse_time(env["event_time"]), now))
+                       p["amount"], sum(int(i["quantity"]) for i in p["items"]), parse_time(env["event_time"]), now))
         for line_no, item in enumerate(p["items"], start=1):
-            items.append((order_id, line_no, event_id, item["sku"], item["category"], item["quantity"],
+            items.append((order_id, line_no, event_id, item["sku"], item["category"], int(item["quantity"]),
                           item["unit_price"]))
     return {"orders": upsert_rows(conn, schema.orders, ORDER_COLUMNS, orders, ["order_id"]),
             "order_items": upsert_rows(conn, schema.order_items, ORDER_ITEM_COLUMNS, items, ["order_id", "line_no"])}
@@ -208,7 +210,7 @@ _LOADERS: dict[str, Callable[[WarehouseLoader, Any, list[Record]], dict[str, int
     "customers": _load_dimension("customers", "customer_id", lambda p: {
         "name": p["name"], "email": p["email"], "country": p["country"], "segment": p["segment"]}),
     "inventory": _load_dimension("inventory", "sku", lambda p: {
-        "category": p["category"], "quantity": p["quantity"], "unit_price": p["unit_price"],
+        "category": p["category"], "quantity": int(p["quantity"]), "unit_price": p["unit_price"],
         "location": p["location"]}),
     "fx-rates": _load_fx,
 }
