@@ -13,11 +13,13 @@ The checks, in order — the first that fails is the verdict (``PoisonRecordErro
 3. ``oversize`` — the value is longer than ``MAX_VALUE_BYTES``.
 4. ``not_json`` — not one RFC 8259 JSON text in UTF-8: a byte-order mark, ``NaN``/``Infinity``, raw
    control characters in strings, trailing bytes, lone UTF-16 surrogate escapes, numbers beyond the
-   float64 range (``1e400``), nesting deeper than ``MAX_DEPTH``. Duplicate object keys: the last wins.
+   float64 range (``1e400``, or an integer of 400 digits), nesting deeper than ``MAX_DEPTH``. Duplicate
+   object keys: the last wins.
 5. ``schema_violation`` if the value is not an object; then ``unknown_schema_version`` if its
-   ``schema_version`` is not the catalog's (a missing one included); then ``schema_violation`` if the topic's
-   JSON Schema refuses it, a date the pattern accepts is not on the calendar (2026-02-30), a timestamp
-   cannot be expressed in UTC, or a string holds U+0000 (PostgreSQL text cannot store it).
+   ``schema_version`` is not the catalog's integer (a missing one, ``1.0`` or ``true`` included); then
+   ``schema_violation`` if the topic's JSON Schema refuses it, a date the pattern accepts is not on the
+   calendar (2026-02-30, an offset of +00:60), a timestamp cannot be expressed in UTC, or a string holds
+   U+0000 (PostgreSQL text cannot store it). JSON Schema's ``integer`` includes ``1.0``.
 
 ``decode_record`` raises ``PoisonRecordError`` and nothing else, whatever the bytes: an error of the
 parser or validator that is not one of the above is reported as ``not_json`` / ``schema_violation``.
@@ -28,6 +30,7 @@ Reason codes for failures after decoding (``sink_rejected``, ``unexpected_error`
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgspec
@@ -53,6 +56,7 @@ REASONS: dict[str, str] = {
 }
 
 _DECODER = msgspec.json.Decoder()
+_FLOAT64_MAX = int(sys.float_info.max)
 
 
 def decode_json(data: bytes) -> Any:
@@ -86,6 +90,21 @@ def depth(value: Any) -> int:
     return deepest
 
 
+def _has_huge_int(value: Any) -> bool:
+    """True when ``value`` holds an integer beyond the float64 range (msgspec reads any length of digits)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if abs(item) > _FLOAT64_MAX:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _has_nul(value: Any) -> bool:
     """True when any string in ``value`` (keys included) contains U+0000."""
     stack = [value]
@@ -111,8 +130,11 @@ def check_envelope(topic: str, value: Any, catalog: Catalog | None = None, *, ma
     try:
         return _check_envelope(topic, value, catalog or load_catalog(), may_hold_nul)
     except PoisonRecordError:
-        if depth(value) > MAX_DEPTH:  # only on the failure path: a valid envelope is 4 levels deep
+        # Only on the failure path: a valid envelope is 4 levels deep and its numbers have maxima.
+        if depth(value) > MAX_DEPTH:
             raise PoisonRecordError("not_json", f"value nests deeper than {MAX_DEPTH} levels") from None
+        if _has_huge_int(value):
+            raise PoisonRecordError("not_json", "value holds a number beyond the float64 range") from None
         raise
 
 

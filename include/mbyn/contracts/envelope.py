@@ -172,6 +172,9 @@ def _check_calendar(topic: str, value: Any) -> None:
     for name, text in fields:
         if not isinstance(text, str):
             continue
+        offset = text[-6:]
+        if offset[:1] in ("+", "-") and offset[3:4] == ":" and offset[4:].isdigit() and int(offset[4:]) >= 60:
+            raise ContractError(f"{topic}: {name}: {text!r} has a UTC offset with {offset[4:]} minutes")
         try:
             moment = datetime.fromisoformat(text)  # Python >= 3.11 reads "Z" itself
             if moment.tzinfo is not None:
