@@ -151,7 +151,12 @@ class _PolledRecord(Record):
     def headers(self) -> list[tuple[str, bytes]]:
         if self._headers is None:
             assert self._message is not None
-            headers: list[tuple[str, bytes]] = list(self._message.headers() or [])  # type: ignore[arg-type]
+            try:
+                headers: list[tuple[str, bytes]] = list(self._message.headers() or [])  # type: ignore[arg-type]
+            except (UnicodeDecodeError, ValueError, SystemError) as exc:  # a header name that is not UTF-8
+                log.warning("%s[%d]@%d: headers unreadable (%s); treated as none", self.physical_topic,
+                            self.partition, self.offset, exc)
+                headers = []
             self._headers = headers
             self._message = None
             return headers
