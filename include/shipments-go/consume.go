@@ -18,8 +18,8 @@ import (
 // maxPollRecords bounds one poll: processing stays short, so rebalances are never held up long.
 const maxPollRecords = 500
 
-// errDelivery stops the consumer: some shipment events were not acknowledged, so no offset may move
-// past their payments any more; a restart re-reads them from the last commit.
+// errDelivery stops the consumer: some shipment events or dead letters were not acknowledged, so no
+// offset may move past their payments any more; a restart re-reads them from the last commit.
 var errDelivery = errors.New("delivery failed")
 
 // consumer is the default mode's state. mu guards tracker and assigned: the main loop and the group's
@@ -30,8 +30,10 @@ type consumer struct {
 	log      *Logger
 	stop     *Stopper
 	inTopic  string
-	payments *contract.Validator
+	group    string
+	payments *contract.Codec
 	emitter  *Emitter
+	dead     *DeadLetters
 	cl       *kgo.Client
 
 	mu       sync.Mutex
@@ -51,19 +53,21 @@ func runConsume(cfg Config, stop *Stopper, log *Logger) (Summary, error) {
 	if err != nil {
 		return Summary{}, fmt.Errorf("%w: %v", errStartup, err)
 	}
-	payments, err := cat.Validator("payments")
+	payments, err := cat.Codec("payments")
 	if err != nil {
 		return Summary{}, fmt.Errorf("%w: %v", errStartup, err)
 	}
 	c := &consumer{
 		cfg: cfg, log: log, stop: stop, inTopic: cfg.TopicPrefix + "payments", payments: payments,
+		group:    cfg.TopicPrefix + "shipment-tracker",
 		tr:       tracker.New(cfg.StageDelay, cfg.MaxPending, cfg.SeenOrders),
 		assigned: make(map[int32]bool),
 		badInput: Every{interval: 10 * time.Second},
 	}
-	group := cfg.TopicPrefix + "shipment-tracker"
+	deadTopic := cfg.TopicPrefix + "dead-letters"
 	opts := append(producerOpts(cfg),
-		kgo.ConsumerGroup(group),
+		kgo.ProducerBatchMaxBytesFn(batchMaxBytes(cat, deadTopic)),
+		kgo.ConsumerGroup(c.group),
 		kgo.ConsumeTopics(c.inTopic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.DisableAutoCommit(),
@@ -80,11 +84,12 @@ func runConsume(cfg Config, stop *Stopper, log *Logger) (Summary, error) {
 	}
 	defer closeWithin(c.cl, 10*time.Second, log)
 	c.emitter = NewEmitter(c.cl, cfg.TopicPrefix+"shipments", cat, shipments, log)
+	c.dead = NewDeadLetters(c.cl, deadTopic, c.group, log)
 	if err := waitForBroker(c.cl, cfg, stop, log, 5*time.Minute); err != nil {
 		return Summary{}, err
 	}
-	log.Infof("consuming %s as group %s → %s (stage delay %s, at most %d pending)",
-		c.inTopic, group, c.emitter.topic, cfg.StageDelay, cfg.MaxPending)
+	log.Infof("consuming %s as group %s → %s, unreadable records → %s (stage delay %s, at most %d pending)",
+		c.inTopic, c.group, c.emitter.topic, c.dead.topic, cfg.StageDelay, cfg.MaxPending)
 
 	err = c.loop()
 	if err == nil {
@@ -94,8 +99,29 @@ func runConsume(cfg Config, stop *Stopper, log *Logger) (Summary, error) {
 	defer c.mu.Unlock()
 	s := c.summary
 	c.emitter.Fill(&s)
+	s.DeadLettered = c.dead.delivered.Load()
+	s.Failed += c.dead.failed.Load()
 	s.Pending = c.tr.Pending()
 	return s, err
+}
+
+// defaultBatchMaxBytes is franz-go's default record batch limit (about the broker's default 1 MiB).
+const defaultBatchMaxBytes = 1_000_012
+
+// batchMaxBytes lets a batch to dead-letters be as large as the catalog allows that topic
+// (max.message.bytes): a dead letter is a record of up to the broker's default 1 MiB plus its dlq.*
+// headers, and one the client refused would stop the tracker on that record after every restart.
+func batchMaxBytes(cat *contract.Catalog, deadTopic string) func(string) int32 {
+	limit, ok := cat.MaxMessageBytes("dead-letters")
+	if !ok || limit < defaultBatchMaxBytes {
+		limit = defaultBatchMaxBytes
+	}
+	return func(topic string) int32 {
+		if topic == deadTopic {
+			return limit
+		}
+		return defaultBatchMaxBytes
+	}
 }
 
 // loop reads payments until stopped (signal, --duration) or --count shipments were created.
@@ -169,37 +195,32 @@ func (c *consumer) loop() error {
 	return nil
 }
 
-// process turns one payments record into a shipment, or skips it. Called with mu held.
+// process turns one payments record into a shipment, skips it (declined, repeated), or dead-letters
+// it when it cannot be read (see contract.Codec.Decode for the reasons). Called with mu held.
 func (c *consumer) process(r *kgo.Record) error {
 	pos := tracker.Position{Partition: r.Partition, Offset: r.Offset}
-	if err := c.payments.Validate(r.Value); err != nil {
-		c.summary.Malformed++
-		if ok, skipped := c.badInput.Allow(time.Now()); ok {
-			c.log.Warnf("skipping malformed payment at %s[%d]@%d: %v (%d similar lines skipped)",
-				r.Topic, r.Partition, r.Offset, err, skipped)
-		}
-		c.tr.Skip(pos)
+	env, err := c.payments.Decode(r.Key, r.Value)
+	var p payment
+	if err == nil {
+		p, err = paymentOf(env)
+	}
+	if err != nil {
+		c.deadLetter(r, pos, err)
 		return nil
 	}
-	env, payment, err := contract.DecodePayment(r.Value)
-	if err != nil { // cannot happen after validation; skipping keeps the partition moving
-		c.summary.Malformed++
-		c.tr.Skip(pos)
-		return nil
-	}
-	if env.EventType != "payment_authorized" || payment.Status != "authorized" {
+	if p.eventType != "payment_authorized" || p.status != "authorized" {
 		c.summary.Declined++
 		c.tr.Skip(pos)
 		return nil
 	}
-	authorizedAt, err := contract.ParseTime(env.EventTime)
+	authorizedAt, err := contract.ParseTime(p.eventTime)
 	if err != nil {
 		authorizedAt = time.Now()
 	}
-	events, duplicate, err := c.tr.Admit(tracker.Order{OrderID: payment.OrderID, TraceID: env.TraceID,
+	events, duplicate, err := c.tr.Admit(tracker.Order{OrderID: p.orderID, TraceID: p.traceID,
 		AuthorizedAt: authorizedAt, Source: &pos}, time.Now())
 	if err != nil { // polls are bounded by the free capacity, so a full queue here is a bug
-		return fmt.Errorf("order %s at %s[%d]@%d: %w", payment.OrderID, r.Topic, r.Partition, r.Offset, err)
+		return fmt.Errorf("order %s at %s[%d]@%d: %w", p.orderID, r.Topic, r.Partition, r.Offset, err)
 	}
 	if duplicate {
 		c.summary.Duplicates++
@@ -208,6 +229,55 @@ func (c *consumer) process(r *kgo.Record) error {
 	c.summary.Shipments++
 	c.emitter.Emit(events)
 	return nil
+}
+
+// deadLetter sends r to dead-letters and holds its position until the broker acknowledged it.
+func (c *consumer) deadLetter(r *kgo.Record, pos tracker.Position, err error) {
+	c.summary.Malformed++
+	reason := contract.ReasonUnexpectedError
+	var pe *contract.PoisonError
+	if errors.As(err, &pe) {
+		reason = pe.Reason
+	}
+	if ok, skipped := c.badInput.Allow(time.Now()); ok {
+		c.log.Warnf("dead-lettering payment at %s[%d]@%d (%s): %s (%d similar lines skipped)",
+			r.Topic, r.Partition, r.Offset, reason, contract.Shorten(err.Error(), 300), skipped)
+	}
+	c.tr.Hold(pos)
+	c.dead.Send(r, err)
+}
+
+// payment is what the tracker reads of a decoded payments envelope.
+type payment struct {
+	eventType, eventTime, traceID, orderID, status string
+}
+
+// errUnreadable is a decoded envelope without the fields the schema promises (a codec bug): the record
+// is dead-lettered as unexpected_error rather than stopping the tracker.
+var errUnreadable = errors.New("decoded payment lacks a field the schema requires")
+
+func paymentOf(env map[string]any) (payment, error) {
+	var p payment
+	payload, ok := env["payload"].(map[string]any)
+	if !ok {
+		return p, fmt.Errorf("%w: payload", errUnreadable)
+	}
+	fields := []struct {
+		from  map[string]any
+		name  string
+		into  *string
+		where string
+	}{
+		{env, "event_type", &p.eventType, ""}, {env, "event_time", &p.eventTime, ""},
+		{payload, "order_id", &p.orderID, "payload/"}, {payload, "status", &p.status, "payload/"},
+	}
+	for _, f := range fields {
+		if *f.into, ok = f.from[f.name].(string); !ok {
+			return p, fmt.Errorf("%w: %s%s", errUnreadable, f.where, f.name)
+		}
+	}
+	p.traceID, _ = env["trace_id"].(string) // optional
+	return p, nil
 }
 
 // finish ends the run: after --count the pending stages run their course; after a signal or
@@ -248,8 +318,10 @@ func (c *consumer) finish() error {
 }
 
 // commit flushes the producer and commits, per partition, up to the lowest payment whose shipment
-// still has stages pending (only: nil = every assigned partition). The offsets are taken before the
-// flush, so every event of a committed payment was acknowledged first.
+// still has stages pending or whose dead letter is not acknowledged (only: nil = every assigned
+// partition). Every record is produced with mu held, so after the flush every shipment event and dead
+// letter produced so far is acknowledged (or failed: then nothing is committed any more); the offsets
+// are taken after it, once the acknowledged dead letters have released their positions.
 func (c *consumer) commit(only []int32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -257,6 +329,20 @@ func (c *consumer) commit(only []int32) error {
 }
 
 func (c *consumer) commitLocked(only []int32) error {
+	if err := c.emitter.Flush(2 * time.Minute); err != nil {
+		return err
+	}
+	if failed := c.emitter.failed.Load(); failed > 0 {
+		return fmt.Errorf("%w: %d shipment event(s) not acknowledged (last error: %v); offsets not committed, a restart re-reads them",
+			errDelivery, failed, c.emitter.LastError())
+	}
+	if failed := c.dead.failed.Load(); failed > 0 {
+		return fmt.Errorf("%w: %d dead letter(s) not acknowledged by %s (last error: %v); offsets not committed, a restart re-reads them",
+			errDelivery, failed, c.dead.topic, c.dead.LastError())
+	}
+	for _, pos := range c.dead.Acked() {
+		c.tr.Settle(pos)
+	}
 	offsets := c.tr.Uncommitted()
 	if only != nil {
 		keep := make(map[int32]int64)
@@ -266,13 +352,6 @@ func (c *consumer) commitLocked(only []int32) error {
 			}
 		}
 		offsets = keep
-	}
-	if err := c.emitter.Flush(2 * time.Minute); err != nil {
-		return err
-	}
-	if failed := c.emitter.failed.Load(); failed > 0 {
-		return fmt.Errorf("%w: %d shipment event(s) not acknowledged (last error: %v); offsets not committed, a restart re-reads them",
-			errDelivery, failed, c.emitter.LastError())
 	}
 	if len(offsets) == 0 {
 		return nil
@@ -309,8 +388,9 @@ func (c *consumer) commitLocked(only []int32) error {
 func (c *consumer) progress() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.log.Infof("%d shipments (%d pending), %d declined, %d duplicates, %d malformed; %s",
-		c.summary.Shipments, c.tr.Pending(), c.summary.Declined, c.summary.Duplicates, c.summary.Malformed, c.emitter.Line())
+	c.log.Infof("%d shipments (%d pending), %d declined, %d duplicates, %d malformed (%d dead letters acknowledged); %s",
+		c.summary.Shipments, c.tr.Pending(), c.summary.Declined, c.summary.Duplicates, c.summary.Malformed,
+		c.dead.delivered.Load(), c.emitter.Line())
 }
 
 func (c *consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {

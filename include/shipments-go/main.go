@@ -145,6 +145,7 @@ type Summary struct {
 	Declined      int64   `json:"declined"`
 	Duplicates    int64   `json:"duplicates"`
 	Malformed     int64   `json:"malformed"`
+	DeadLettered  int64   `json:"dead_lettered"`
 	Pending       int     `json:"pending"`
 	StoppedBy     string  `json:"stopped_by"`
 	Seconds       float64 `json:"seconds"`

@@ -1,11 +1,13 @@
 """The Go shipment tracker against the real broker: payments in, four ordered, valid stages out.
 
-Each test writes payments with the Python producer runtime, runs ``mbyn produce shipments`` as a
-subprocess (which builds the Go binary if needed), and reads the shipments topic back independently.
+Each test writes payments with the Python producer runtime (hostile ones with a plain confluent_kafka
+producer), runs ``mbyn produce shipments`` as a subprocess (which builds the Go binary if needed), and
+reads the shipments and dead-letters topics back independently.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -18,10 +20,12 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mbyn.contracts.dead_letters import parse_headers
 from mbyn.contracts.envelope import make_envelope, validate
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings, get_settings
@@ -31,6 +35,9 @@ from tests.helpers.kafka import Read, read_all
 pytestmark = pytest.mark.integration
 
 STAGES = ["created", "picked", "in_transit", "delivered"]
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "payments.jsonl"
+DLQ_HEADERS = ["dlq.reason", "dlq.error_class", "dlq.error_message", "dlq.traceback", "dlq.topic", "dlq.partition",
+               "dlq.offset", "dlq.timestamp", "dlq.consumer_group"]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +176,7 @@ def test_authorized_payments_become_four_ordered_stages(topics: Settings, tracke
     assert not any(e["payload"]["order_id"] in declined for env in grouped.values() for e in env)
 
     assert summary["shipments"] == 5 and summary["duplicates"] == 1
-    assert summary["declined"] == 3 and summary["malformed"] == 1
+    assert summary["declined"] == 3 and summary["malformed"] == summary["dead_lettered"] == 1
     assert summary["sent"] == summary["delivered"] == len(records) == 20
     assert summary["failed"] == 0 and summary["invalid"] == 0 and summary["pending"] == 0
     assert summary["stopped_by"] == "duration"
@@ -239,6 +246,127 @@ def test_unreachable_broker_is_retried_with_one_line_per_attempt(mbyn_env: Setti
     assert 2 <= len(attempts) <= 4, result.stderr
     assert f"127.0.0.1:{port}" in attempts[0] and "retrying in 0.5s" in attempts[0]
     assert _summary(result.stdout)["sent"] == 0
+
+
+def _hostile_vectors() -> list[dict[str, Any]]:
+    """Every payments vector the tracker must refuse, as (key, value) bytes with the expected reason."""
+    out = []
+    for line in VECTORS.read_text(encoding="utf-8").splitlines():
+        vector = json.loads(line)
+        if vector["verdict"] == "ok":
+            continue
+        if "value_b64" in vector:
+            value: bytes | None = base64.b64decode(vector["value_b64"])
+        else:
+            value = None if vector["value"] is None else vector["value"].encode()
+        key = None if vector["key"] is None else vector["key"].encode()
+        out.append({"name": vector["name"], "key": key, "value": value, "reason": vector["verdict"]})
+    return out
+
+
+def _produce_raw(settings: Settings, records: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+    """Send records with a plain confluent_kafka producer, as any client could; returns them by (partition,
+    offset), each with the timestamp the broker acknowledged."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": settings.bootstrap(), "enable.idempotence": True,
+                         "message.max.bytes": 2_000_000})
+    sent: dict[tuple[int, int], dict[str, Any]] = {}
+    errors: list[Any] = []
+
+    def on_delivery(record: dict[str, Any]) -> Any:
+        def callback(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+                return
+            sent[(msg.partition(), msg.offset())] = {**record, "timestamp": msg.timestamp()[1]}
+        return callback
+
+    for record in records:
+        producer.produce(settings.topic_prefix + "payments", value=record["value"], key=record["key"],
+                         headers=record.get("headers"), on_delivery=on_delivery(record))
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not errors, errors
+    return sent
+
+
+def _read_raw(settings: Settings, topic: str, expect: int, timeout: float = 120.0) -> list[Any]:
+    """The first ``expect`` records of a physical topic as confluent_kafka messages (headers as a list, so a
+    repeated header would show)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap(), "group.id": f"test-raw-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    out: list[Any] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+def test_unreadable_payments_are_dead_lettered_before_the_commit_passes_them(topics: Settings,
+                                                                             tracker_binary: str) -> None:
+    """Every refused vector of tests/vectors/payments.jsonl lands on dead-letters once, with its original key,
+    value and headers and the contract's dlq.* headers; the good payment becomes a shipment; the group commits
+    past all of them; the tracker keeps running and exits cleanly."""
+    hostile = _hostile_vectors()
+    assert len(hostile) >= 25
+    # Near the broker's default limit of 1 MiB: its dead letter (plus dlq.* headers) is larger than that.
+    hostile.append({"name": "a 1000000-byte value", "key": b"O-big", "value": b"x" * 1_000_000, "reason": "oversize"})
+    hostile[0]["headers"] = [("origin", b"kcat"), ("dlq.reason", b"forged"), ("empty", None)]
+    good_order = f"O-{uuid.uuid4().hex[:12]}"
+    good = _payment(good_order)
+    sent = _produce_raw(topics, [*hostile, {"name": "good", "key": good_order.encode(),
+                                            "value": json.dumps(good).encode()}])
+    bad = {pos: r for pos, r in sent.items() if r["name"] != "good"}
+
+    proc = subprocess.Popen(_mbyn("--stage-delay", "0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        letters = _read_raw(topics, topics.topic_prefix + "dead-letters", expect=len(bad))
+        shipments_read = _read_eventually(topics, expect=4)
+        deadline = time.monotonic() + 60
+        while _committed(topics) != _end_offsets(topics) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    summary = _summary(stdout)
+    assert summary["malformed"] == summary["dead_lettered"] == len(bad), stderr
+    assert summary["shipments"] == 1 and summary["failed"] == 0
+    _assert_walked(_by_shipment(shipments_read)[shipments_id(good_order)], good_order)
+    assert _committed(topics) == _end_offsets(topics), "the group must have committed past every dead letter"
+
+    assert len(letters) == len(bad), f"{len(letters)} dead letters for {len(bad)} refused records"
+    seen = set()
+    for msg in letters:
+        headers = msg.headers() or []
+        info = parse_headers(headers)
+        assert info.coordinates is not None, headers
+        topic, partition, offset = info.coordinates
+        assert topic == topics.topic_prefix + "payments"
+        original = bad[(partition, offset)]
+        name = original["name"]
+        assert (partition, offset) not in seen, f"dead-lettered twice: {name}"
+        seen.add((partition, offset))
+        assert info.reason == original["reason"], name
+        assert msg.key() == original["key"] and msg.value() == original["value"], name
+        assert info.consumer_group == topics.topic_prefix + "shipment-tracker"
+        assert info.error_class == "*contract.PoisonError" and info.error_message and info.traceback, name
+        assert info.timestamp_ms == original["timestamp"], name
+        kept = [(k, v) for k, v in original.get("headers") or [] if not k.startswith("dlq.")]
+        assert headers[:len(kept)] == kept, f"original headers first, unchanged, without dlq.*: {name}"
+        assert [k for k, _ in headers[len(kept):]] == DLQ_HEADERS, name
 
 
 def shipments_id(order_id: str) -> str:

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -82,6 +83,17 @@ func (c *Catalog) ValueSchema(topic string) (map[string]any, error) {
 	return schema, nil
 }
 
+// MaxMessageBytes is a topic's max.message.bytes from the catalog's config, and false when the catalog
+// sets none or a value that is not a positive 32-bit number.
+func (c *Catalog) MaxMessageBytes(topic string) (int32, bool) {
+	config, _ := c.topics[topic]["config"].(map[string]any)
+	n, err := strconv.ParseInt(fmt.Sprint(config["max.message.bytes"]), 10, 32)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return int32(n), true
+}
+
 // Validator compiles the value schema of a topic.
 func (c *Catalog) Validator(topic string) (*Validator, error) {
 	schema, err := c.ValueSchema(topic)
@@ -111,6 +123,12 @@ func (v *Validator) Validate(value []byte) error {
 	if err != nil {
 		return fmt.Errorf("%s: value is not JSON: %w", v.Topic, err)
 	}
+	return v.ValidateValue(inst)
+}
+
+// ValidateValue checks an already decoded JSON value (json.Number, float64, string, bool, nil, []any,
+// map[string]any); the error lists the violations on one line.
+func (v *Validator) ValidateValue(inst any) error {
 	if err := v.schema.Validate(inst); err != nil {
 		return fmt.Errorf("%s: %s", v.Topic, oneLine(err.Error()))
 	}

@@ -24,12 +24,6 @@ type ShipmentPayload struct {
 	Carrier    string `json:"carrier"`
 }
 
-// PaymentPayload is the part of a payments event the tracker reads.
-type PaymentPayload struct {
-	OrderID string `json:"order_id"`
-	Status  string `json:"status"`
-}
-
 // Encode builds the envelope around payload and returns its JSON bytes.
 func Encode(env Envelope, payload any) ([]byte, error) {
 	raw, err := json.Marshal(payload)
@@ -38,17 +32,4 @@ func Encode(env Envelope, payload any) ([]byte, error) {
 	}
 	env.Payload = raw
 	return json.Marshal(env)
-}
-
-// DecodePayment parses a payments value (already validated) into its envelope and payload.
-func DecodePayment(value []byte) (Envelope, PaymentPayload, error) {
-	var env Envelope
-	var p PaymentPayload
-	if err := json.Unmarshal(value, &env); err != nil {
-		return env, p, fmt.Errorf("payments: %w", err)
-	}
-	if err := json.Unmarshal(env.Payload, &p); err != nil {
-		return env, p, fmt.Errorf("payments payload: %w", err)
-	}
-	return env, p, nil
 }

@@ -3,7 +3,8 @@ package tracker
 import "container/heap"
 
 // PartitionOffsets tracks one input partition: which records are still open (their shipment has stages
-// pending) and how far the partition has been read. The committable offset is the lowest open offset,
+// pending, or their dead letter is not acknowledged yet) and how far the partition has been read. The
+// committable offset is the lowest open offset,
 // or one past the highest offset seen when nothing is open — so a crash re-reads exactly the records
 // whose shipments were not finished, plus the finished ones after them (harmless: same event ids).
 // Offsets may arrive in any order (a partition given back after a rebalance re-reads older records).
@@ -18,7 +19,7 @@ func newPartitionOffsets() *PartitionOffsets {
 	return &PartitionOffsets{open: make(map[int64]struct{})}
 }
 
-// Open records that the record at offset has work pending.
+// Open records that the record at offset has work pending (a shipment's stages, a dead letter in flight).
 func (p *PartitionOffsets) Open(offset int64) {
 	p.Skip(offset)
 	if _, ok := p.open[offset]; !ok {
@@ -27,7 +28,8 @@ func (p *PartitionOffsets) Open(offset int64) {
 	}
 }
 
-// Skip records that the record at offset was read and needs nothing more (declined, duplicate, malformed).
+// Skip records that the record at offset was read and needs nothing more (declined, duplicate). A record
+// that is dead-lettered is Open until its dead letter is acknowledged, never merely skipped.
 func (p *PartitionOffsets) Skip(offset int64) {
 	if !p.seen || offset+1 > p.next {
 		p.next = offset + 1

@@ -68,8 +68,20 @@ func (t *Tracker) partition(p int32) *PartitionOffsets {
 	return po
 }
 
-// Skip records an input record that creates no shipment (declined, duplicate, malformed).
+// Skip records an input record that creates no shipment and needs nothing more (declined, duplicate).
 func (t *Tracker) Skip(pos Position) { t.partition(pos.Partition).Skip(pos.Offset) }
+
+// Hold records an input record whose outcome is not acknowledged yet (its dead letter is in flight): no
+// offset past it becomes committable until Settle.
+func (t *Tracker) Hold(pos Position) { t.partition(pos.Partition).Open(pos.Offset) }
+
+// Settle releases a held record (its dead letter was acknowledged). A partition released or dropped
+// since is left alone: its next owner reads the record again.
+func (t *Tracker) Settle(pos Position) {
+	if po, ok := t.partitions[pos.Partition]; ok {
+		po.Close(pos.Offset)
+	}
+}
 
 // Admit creates the shipment of an order and returns its "created" event (all four events when the
 // delay is zero). A repeated order within the LRU window returns no events and duplicate=true.

@@ -204,3 +204,23 @@ func TestReplayProducesIdenticalEvents(t *testing.T) {
 		}
 	}
 }
+
+func TestHeldRecordBlocksTheCommitUntilSettled(t *testing.T) {
+	tr := New(0, 10, 10)
+	tr.Skip(Position{Partition: 0, Offset: 0})
+	tr.Hold(Position{Partition: 0, Offset: 1}) // a dead letter in flight
+	mustAdmit(t, tr, order("O-1", 0, 2), t0)   // finished at once (delay 0)
+	if got := tr.Uncommitted()[0]; got != 1 {
+		t.Fatalf("committable %d, want 1: nothing past an unacknowledged dead letter", got)
+	}
+	tr.MarkCommitted(map[int32]int64{0: 1})
+	tr.Settle(Position{Partition: 0, Offset: 1})
+	if got := tr.Uncommitted()[0]; got != 3 {
+		t.Fatalf("committable %d after the ack, want 3", got)
+	}
+	tr.Release([]int32{0})
+	tr.Settle(Position{Partition: 0, Offset: 7}) // an ack after the partition was released
+	if len(tr.Uncommitted()) != 0 {
+		t.Fatalf("a late ack must not bring a released partition back: %v", tr.Uncommitted())
+	}
+}
