@@ -3,7 +3,9 @@
 The jar is built once per session (``mbyn.sources.payments.build`` is a no-op when it is up to date).
 Expected outcomes are derived here independently of the Java code: the service promises that the mix
 is a function of the order id (SHA-256 draws) and that event ids are name-based UUIDs of it, so the test
-recomputes, per order, which payment(s) must be on the topic and with which event id.
+recomputes, per order, which payment(s) must be on the topic and with which event id. Orders records it
+cannot use must reach ``dead-letters`` with the shared ``dlq.*`` headers (``mbyn.contracts.dead_letters``),
+and its codec must give the shared vectors' verdicts (``tests/vectors/orders.jsonl``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from mbyn.catalog import CATALOG_FILE
+from mbyn.contracts.codec import verdict
+from mbyn.contracts.dead_letters import DeadLetterInfo, parse_headers
 from mbyn.contracts.envelope import make_envelope, validate
 from mbyn.settings import Settings, get_settings
 from tests.helpers.kafka import Read, read_all
@@ -34,6 +40,7 @@ from tests.helpers.kafka import Read, read_all
 pytestmark = pytest.mark.integration
 
 MBYN = str(Path(sys.executable).parent / "mbyn")
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "orders.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +148,8 @@ def test_orders_become_payments_exactly_once_per_committed_order(payments_jar: P
 
     envelopes = write_orders(topics, 300, seed=11)
     orders = {e["payload"]["order_id"]: e for e in envelopes}
-    # One record that is not an order at all, and one order whose payment cannot satisfy the schema
-    # (currency outside the catalog's enum): skipped and invalid, never sent.
+    # One record that is not an order at all, and one order outside the catalog's schema (currency not in
+    # its list): both dead-lettered, never paid.
     bad = dict(envelopes[0]["payload"], order_id="O-bad-currency", currency="XXX")
     producer = TopicProducer("test-orders", topics)
     producer.send_raw(topics.topic_prefix + "orders", b"this is not json", b"poison")
@@ -162,14 +169,18 @@ def test_orders_become_payments_exactly_once_per_committed_order(payments_jar: P
 
     code3, third, err3 = run_payments("--idle-exit", "1")
     assert code3 == 0, err3[-3000:]
-    assert third["sent"] == 0 and third["orders"] == 0, "committed work was done again"
+    assert third["sent"] == 0 and third["orders"] == 0 and third["dead_lettered"] == 0, \
+        "committed work was done again"
 
     records = read_payments(topics)
     assert len(records) == first["delivered"] + second["delivered"]
     check_contract(records, orders)
-    assert first["invalid"] + second["invalid"] == 1
-    assert first["skipped_orders"] + second["skipped_orders"] == 1
+    assert first["invalid"] + second["invalid"] == 0
+    assert first["dead_lettered"] + second["dead_lettered"] == 2
     assert b"O-bad-currency" not in {r.key for r in records}
+    dead = read_all(topics.bootstrap(), topics.topic_prefix + "dead-letters")
+    assert sorted((r.key, parse_headers(list(r.headers.items())).reason) for r in dead) == [
+        (b"O-bad-currency", "schema_violation"), (b"poison", "not_json")]
 
     # Every order has its payment; the order --count interrupted may have been re-sent in part (≤ 2 records).
     by_order: dict[str, list[dict[str, Any]]] = {}
@@ -278,3 +289,136 @@ def test_unreachable_broker_one_line_per_attempt_no_stack_traces(payments_jar: P
     assert len(attempts) >= 2, proc.stderr[-3000:]
     assert f"no Kafka broker at 127.0.0.1:{port}" in proc.stderr
     assert "\tat " not in proc.stderr and "Exception" not in proc.stderr, proc.stderr[-3000:]
+
+
+# --- unusable orders records: dead letters and the shared vectors ---------------------------------
+
+def test_vectors_java(payments_jar: Path) -> None:
+    """The Java codec gives every orders vector in tests/vectors/orders.jsonl the verdict the file names.
+
+    Runs the jar's ``VectorCheck`` (about a second), the same check as the module's JUnit test
+    (``mvn test -DskipTests=false`` in include/payments-java), which ``mvn package`` skips.
+    """
+    proc = subprocess.run(["java", "-cp", str(payments_jar), "dev.mbyn.payments.VectorCheck", str(CATALOG_FILE),
+                           str(VECTORS)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    checked = int(summary.split()[2])
+    vectors = [json.loads(line) for line in VECTORS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert checked == sum(1 for v in vectors if v["topic"] == "orders") >= 30, summary
+    assert summary.endswith(" 0 disagreements"), summary
+
+
+def _delivered(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, str | bytes | None]]) -> Message:
+    """Produce one record synchronously with a plain client; return it as the broker stored it."""
+    stored: list[Message] = []
+
+    def on_delivery(error: Any, message: Message) -> None:
+        assert error is None, error
+        stored.append(message)
+
+    producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+    producer.flush(30)
+    assert len(stored) == 1
+    return stored[0]
+
+
+def _headers(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    """A consumed record's headers as the list the client returns (in order, repeats kept)."""
+    headers = msg.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def _read_raw(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[Message]:
+    """``expect`` records of a physical topic from its start, with every header in order (repeats kept)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append(msg)
+        time.sleep(1)  # anything beyond `expect` would be a duplicate dead letter
+        while (msg := consumer.poll(0.5)) is not None:
+            if not msg.error():
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+def test_unusable_orders_records_are_dead_lettered_with_dlq_headers(payments_jar: Path, topics: Settings) -> None:
+    """Hostile orders records sent with a plain client land on dead-letters, unchanged, with the reason.
+
+    The good order in between is paid; a second run finds nothing to redo (the offsets moved past the
+    dead letters only after they were stored).
+    """
+    orders_topic = topics.topic_prefix + "orders"
+    good = make_envelope("order_placed", {
+        "order_id": "O-good-1", "customer_id": "C1", "session_id": "S1", "country": "DE", "currency": "EUR",
+        "items": [{"sku": "SKU-1", "category": "books", "quantity": 2, "unit_price": 9.5}], "amount": 19.0,
+    }, "test-orders", trace_id="trace-good-1")
+    good_bytes = json.dumps(good).encode()
+    hostile: list[tuple[str, bytes | None, bytes | None]] = [
+        ("not_json", b"K-garbage", b"this is not json"),
+        ("not_json", b"K-bom", b"\xef\xbb\xbf" + good_bytes),
+        ("not_json", b"K-inf", good_bytes.replace(b'"amount": 19.0', b'"amount": 1e400')),
+        ("not_json", b"K-surrogate", good_bytes.replace(b'"C1"', b'"\\ud800"')),
+        ("null_key", None, good_bytes),
+        ("null_value", b"K-null", None),
+        ("unknown_schema_version", b"K-v2", good_bytes.replace(b'"schema_version": 1', b'"schema_version": 2')),
+        ("schema_violation", b"K-date", json.dumps({**good, "event_time": "2026-02-30T10:00:00Z"}).encode()),
+        ("schema_violation", b"K-nl", json.dumps({**good, "payload": {**good["payload"], "country": "DE\n"}}).encode()),
+        ("oversize", b"K-big", b" " * (512 * 1024) + good_bytes),
+    ]
+    for expected, key, value in hostile:
+        assert verdict("orders", key, value) == expected, (key, expected)  # the Python codec agrees
+    producer = Producer({"bootstrap.servers": topics.bootstrap(), "message.max.bytes": 2_000_000})
+    sent: list[tuple[str, Message]] = []
+    for expected, key, value in hostile[:5]:
+        sent.append((expected, _delivered(producer, orders_topic, key, value,
+                                          [("origin", b"kcat"), ("dlq.reason", b"forged")])))
+    good_msg = _delivered(producer, orders_topic, b"O-good-1", good_bytes, [])
+    for expected, key, value in hostile[5:]:
+        sent.append((expected, _delivered(producer, orders_topic, key, value, [("origin", b"kcat")])))
+
+    code, summary, err = run_payments("--idle-exit", "2")
+    assert code == 0, err[-3000:]
+    # At least once: a rebalance (a loaded machine) may redo what was not committed yet, so ">=" here;
+    # the second run below proves that what was committed is not read again.
+    assert summary["orders"] >= 1 and summary["failed"] == 0, (summary, err[-3000:])
+    assert summary["dead_lettered"] == summary["dead_letters_delivered"] >= len(hostile), (summary, err[-3000:])
+    paid = [r for r in read_payments(topics) if r.key == b"O-good-1"]
+    assert paid and all(r.json()["trace_id"] == "trace-good-1" for r in paid), (good_msg.offset(), paid)
+
+    dead = _read_raw(topics.bootstrap(), topics.topic_prefix + "dead-letters", expect=summary["dead_lettered"])
+    assert len(dead) == summary["dead_lettered"]
+    by_origin: dict[tuple[str, int, int], list[tuple[Message, DeadLetterInfo]]] = {}
+    for msg in dead:
+        info = parse_headers(_headers(msg))
+        assert info.coordinates is not None, _headers(msg)
+        by_origin.setdefault(info.coordinates, []).append((msg, info))
+    expected_origins = {(orders_topic, original.partition() or 0, original.offset() or 0): (reason, original)
+                        for reason, original in sent}
+    assert set(by_origin) == set(expected_origins), "a dead letter for each unusable record, and only for those"
+    for coordinates, copies in by_origin.items():
+        expected, original = expected_origins[coordinates]
+        for msg, info in copies:
+            assert msg.key() == original.key() and msg.value() == original.value()
+            assert info.reason == expected, (coordinates, info)
+            assert info.consumer_group == topics.topic_prefix + "payments-service"
+            assert info.timestamp_ms == original.timestamp()[1]
+            assert info.error_class and info.error_message and info.traceback
+            assert len(info.error_message) <= 2000 and len(info.traceback) <= 4000
+            headers = _headers(msg)
+            assert [h for h in headers if not h[0].startswith("dlq.")] == [("origin", b"kcat")]
+            assert [name for name, _ in headers].count("dlq.reason") == 1  # the forged one is not carried over
+
+    code, again, err = run_payments("--idle-exit", "1")
+    assert code == 0, err[-3000:]
+    assert again["dead_lettered"] == 0 and again["orders"] == 0, "dead-lettered records were read again"

@@ -7,9 +7,11 @@ import java.util.concurrent.atomic.AtomicLong;
 /**
  * What the service did, shared between the main loop and the producer's delivery callbacks (thread-safe).
  *
- * <p>{@code sent} counts records handed to the producer (a duplicate counts twice); {@code delivered}
- * and {@code failed} come from delivery callbacks; {@code invalid} payments failed the catalog schema
- * and were not sent. The per-kind counters count payments sent, once each.
+ * <p>{@code sent} counts payment records handed to the producer (a duplicate counts twice);
+ * {@code delivered} comes from the payments' delivery callbacks, {@code failed} from those of payments and dead letters;
+ * {@code invalid} payments failed the catalog schema and were not sent. {@code deadLettered} counts orders
+ * records handed to the producer as dead letters, {@code deadLettersDelivered} those the broker stored.
+ * The per-kind counters count payments sent, once each.
  */
 final class Counters {
     final AtomicLong sent = new AtomicLong();
@@ -17,7 +19,8 @@ final class Counters {
     final AtomicLong failed = new AtomicLong();
     final AtomicLong invalid = new AtomicLong();
     final AtomicLong orders = new AtomicLong();
-    final AtomicLong skippedOrders = new AtomicLong();
+    final AtomicLong deadLettered = new AtomicLong();
+    final AtomicLong deadLettersDelivered = new AtomicLong();
     final AtomicLong authorized = new AtomicLong();
     final AtomicLong declined = new AtomicLong();
     final AtomicLong mismatched = new AtomicLong();
@@ -42,7 +45,7 @@ final class Counters {
 
     String line() {
         return "orders=" + orders.get() + " sent=" + sent.get() + " delivered=" + delivered.get() + " failed="
-                + failed.get() + " invalid=" + invalid.get();
+                + failed.get() + " invalid=" + invalid.get() + " dead_lettered=" + deadLettered.get();
     }
 
     /** The summary printed as the last stdout line, in the shape of the Python producers' summaries. */
@@ -55,7 +58,8 @@ final class Counters {
         out.put("failed", failed.get());
         out.put("invalid", invalid.get());
         out.put("orders", orders.get());
-        out.put("skipped_orders", skippedOrders.get());
+        out.put("dead_lettered", deadLettered.get());
+        out.put("dead_letters_delivered", deadLettersDelivered.get());
         out.put("authorized", authorized.get());
         out.put("declined", declined.get());
         out.put("mismatched", mismatched.get());

@@ -174,6 +174,10 @@ record Options(
         return topicPrefix + "payments";
     }
 
+    String deadLettersTopic() {
+        return topicPrefix + "dead-letters";
+    }
+
     String groupId() {
         return topicPrefix + "payments-service";
     }

@@ -15,10 +15,8 @@ import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
-import org.apache.kafka.common.serialization.StringDeserializer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import tools.jackson.databind.ObjectMapper;
 
 /**
  * The main mode: consume orders, emit payments, commit what is done.
@@ -28,6 +26,10 @@ import tools.jackson.databind.ObjectMapper;
  * committed (synchronously, about once a second and on exit) only up to the last order all of whose
  * payments — late ones included — the broker acknowledged. At-least-once: after a crash the uncommitted
  * orders are redone, and their payments carry the same event ids as before.
+ *
+ * <p>A record that is not a usable order goes to {@code <prefix>dead-letters} with the reason in
+ * {@code dlq.*} headers ({@link DeadLetters}); its offset is committed only after the broker acknowledged
+ * the dead letter, so no record is lost between the two topics.
  */
 final class OrderPipeline {
     private static final Logger LOG = LoggerFactory.getLogger("payments-service");
@@ -37,21 +39,20 @@ final class OrderPipeline {
 
     private final Options options;
     private final PaymentSender sender;
-    private final ObjectMapper mapper;
+    private final RecordCodec codec;
     private final Counters counters;
     private final StopSignal stop;
     private final OffsetLedger ledger = new OffsetLedger();
     private final LateQueue late = new LateQueue(LATE_CAPACITY);
-    private final Throttle skippedLog = new Throttle(10_000);
     private long budget;
     /** Idle time (--idle-exit) counts from the first assignment, then from the last order or rebalance. */
     private boolean assigned;
     private long activeAt;
 
-    OrderPipeline(Options options, PaymentSender sender, ObjectMapper mapper, Counters counters, StopSignal stop) {
+    OrderPipeline(Options options, PaymentSender sender, RecordCodec codec, Counters counters, StopSignal stop) {
         this.options = options;
         this.sender = sender;
-        this.mapper = mapper;
+        this.codec = codec;
         this.counters = counters;
         this.stop = stop;
         this.budget = options.count() == null ? Long.MAX_VALUE : options.count();
@@ -66,7 +67,7 @@ final class OrderPipeline {
         long nextCommit = started + COMMIT_EVERY_MS * 1_000_000;
         long nextProgress = started + PROGRESS_EVERY_MS * 1_000_000;
         String stoppedBy;
-        try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(consumerConfig())) {
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerConfig())) {
             consumer.subscribe(List.of(options.ordersTopic()), new Rebalance(consumer));
             LOG.info("consuming {} as group {}, producing to {}", options.ordersTopic(), options.groupId(),
                     options.paymentsTopic());
@@ -96,8 +97,8 @@ final class OrderPipeline {
                 for (LateQueue.Held held : late.due()) {
                     sendHeld(held, limiter);
                 }
-                ConsumerRecords<String, byte[]> records = consumer.poll(Duration.ofMillis(late.millisUntilNext(200)));
-                for (ConsumerRecord<String, byte[]> record : records) {
+                ConsumerRecords<byte[], byte[]> records = consumer.poll(Duration.ofMillis(late.millisUntilNext(200)));
+                for (ConsumerRecord<byte[], byte[]> record : records) {
                     activeAt = System.nanoTime();
                     if (!handle(record, limiter) || budget <= 0 || stop.isSet()) {
                         break;  // the rest of this batch stays uncommitted and is redone by the next run
@@ -125,24 +126,23 @@ final class OrderPipeline {
         return stoppedBy;
     }
 
-    /** Plan and send (or hold) one order's payments; false when the budget ran out half-way. */
-    private boolean handle(ConsumerRecord<String, byte[]> record, RateLimiter limiter) {
+    /**
+     * Plan and send (or hold) one order's payments; false when the budget ran out half-way. A record that is
+     * not a usable order ({@link RecordCodec}'s verdict, or anything that goes wrong planning it) is
+     * dead-lettered instead; its ticket then waits for the dead letter's acknowledgement.
+     */
+    private boolean handle(ConsumerRecord<byte[], byte[]> record, RateLimiter limiter) {
         Ticket ticket = ledger.track(new TopicPartition(record.topic(), record.partition()), record.offset());
-        Order order;
+        List<Payment> payments;
         try {
-            order = Order.decode(mapper, record.value());
-        } catch (Order.UnusableOrderException e) {
-            counters.skippedOrders.incrementAndGet();
-            long suppressed = skippedLog.pass();
-            if (suppressed >= 0) {
-                LOG.warn("skipped unusable record {}-{}@{}: {}{}", record.topic(), record.partition(), record.offset(),
-                        e.getMessage(), suppressed > 0 ? " (" + suppressed + " similar lines suppressed)" : "");
-            }
+            payments = plan(record);
+        } catch (PoisonRecordException e) {
+            sender.sendDeadLetter(record, e, ticket);
             ticket.release();
             return true;
         }
         counters.orders.incrementAndGet();
-        for (Payment payment : PaymentPlanner.plan(order)) {
+        for (Payment payment : payments) {
             int copies = (int) Math.min(payment.copies(), budget);
             if (copies <= 0) {
                 return false;
@@ -166,6 +166,16 @@ final class OrderPipeline {
         return true;
     }
 
+    /** The payments an orders record calls for; PoisonRecordException when it is no usable order. */
+    private List<Payment> plan(ConsumerRecord<byte[], byte[]> record) throws PoisonRecordException {
+        try {
+            return PaymentPlanner.plan(Order.of(codec.decode(record.key(), record.value())));
+        } catch (RuntimeException e) {
+            // A bug or a case nobody foresaw: the data must not stop the service (the record is kept on dead-letters).
+            throw new PoisonRecordException(PoisonRecordException.UNEXPECTED_ERROR, e.toString(), e);
+        }
+    }
+
     /** Returns how many records were sent (0 if the payment was invalid, which costs no budget). */
     private int send(Payment payment, int copies, Ticket ticket, RateLimiter limiter) {
         if (limiter != null) {
@@ -185,7 +195,7 @@ final class OrderPipeline {
         held.ticket().release();
     }
 
-    private void commit(KafkaConsumer<String, byte[]> consumer, Collection<TopicPartition> only) {
+    private void commit(KafkaConsumer<byte[], byte[]> consumer, Collection<TopicPartition> only) {
         Map<TopicPartition, OffsetAndMetadata> offsets = ledger.committable(only);
         if (offsets.isEmpty()) {
             return;
@@ -210,16 +220,16 @@ final class OrderPipeline {
         // A rate limit slows each batch down; keep a batch well inside max.poll.interval.ms.
         int maxPoll = options.rate() == null ? 500 : (int) Math.max(1, Math.min(500, options.rate()));
         config.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, String.valueOf(maxPoll));
-        config.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        config.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         config.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         return config;
     }
 
     /** Commits finished work of partitions taken away, and forgets them. */
     private final class Rebalance implements ConsumerRebalanceListener {
-        private final KafkaConsumer<String, byte[]> consumer;
+        private final KafkaConsumer<byte[], byte[]> consumer;
 
-        Rebalance(KafkaConsumer<String, byte[]> consumer) {
+        Rebalance(KafkaConsumer<byte[], byte[]> consumer) {
             this.consumer = consumer;
         }
 

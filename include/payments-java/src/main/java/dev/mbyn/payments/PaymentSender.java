@@ -6,11 +6,11 @@ import java.time.ZoneOffset;
 import java.time.format.DateTimeFormatter;
 import java.util.List;
 import java.util.Properties;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import tools.jackson.databind.ObjectMapper;
@@ -22,7 +22,8 @@ import tools.jackson.databind.node.ObjectNode;
  * <p>Producer: idempotent, {@code acks=all}, lz4, {@code linger.ms=20} and 256 KiB batches — safe and
  * fast. {@link #send} does not wait for the broker (only for the first metadata, or while the 64 MiB
  * buffer is full); delivery callbacks update the counters and the order's {@link Ticket}. An invalid
- * payment is counted and logged, never sent.
+ * payment is counted and logged, never sent. The same producer writes dead letters
+ * ({@link #sendDeadLetter}) for orders records the service cannot use.
  */
 final class PaymentSender implements AutoCloseable {
     static final String SOURCE = "payments-service";
@@ -30,15 +31,18 @@ final class PaymentSender implements AutoCloseable {
     private static final DateTimeFormatter EVENT_TIME =
             DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").withZone(ZoneOffset.UTC);
 
-    private final KafkaProducer<String, byte[]> producer;
+    private final KafkaProducer<byte[], byte[]> producer;
     private final String topic;
-    private final PaymentSchema schema;
+    private final String deadLettersTopic;
+    private final String consumerGroup;
+    private final TopicSchema schema;
     private final ObjectMapper mapper;
     private final Counters counters;
     private final Throttle invalidLog = new Throttle(10_000);
     private final Throttle failureLog = new Throttle(10_000);
+    private final Throttle deadLetterLog = new Throttle(10_000);
 
-    PaymentSender(Options options, PaymentSchema schema, ObjectMapper mapper, Counters counters) {
+    PaymentSender(Options options, TopicSchema schema, ObjectMapper mapper, Counters counters) {
         Properties config = options.clientConfig();
         config.put(ProducerConfig.CLIENT_ID_CONFIG, SOURCE);
         config.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
@@ -48,10 +52,12 @@ final class PaymentSender implements AutoCloseable {
         config.put(ProducerConfig.BATCH_SIZE_CONFIG, String.valueOf(256 * 1024));
         config.put(ProducerConfig.BUFFER_MEMORY_CONFIG, String.valueOf(64L * 1024 * 1024));
         config.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "120000");
-        config.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        config.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         config.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         this.producer = new KafkaProducer<>(config);
         this.topic = options.paymentsTopic();
+        this.deadLettersTopic = options.deadLettersTopic();
+        this.consumerGroup = options.groupId();
         this.schema = schema;
         this.mapper = mapper;
         this.counters = counters;
@@ -80,14 +86,15 @@ final class PaymentSender implements AutoCloseable {
             ticket.expect(copies);
         }
         for (int i = 0; i < copies; i++) {
-            ProducerRecord<String, byte[]> record = new ProducerRecord<>(topic, payment.key(), value);
+            ProducerRecord<byte[], byte[]> record =
+                    new ProducerRecord<>(topic, payment.key().getBytes(StandardCharsets.UTF_8), value);
             record.headers().add("source", SOURCE.getBytes(StandardCharsets.UTF_8));
             record.headers().add("trace_id", payment.traceId().getBytes(StandardCharsets.UTF_8));
             try {
-                producer.send(record, (metadata, error) -> onDelivery(error, ticket));
+                producer.send(record, (metadata, error) -> onDelivery(error, ticket, topic));
             } catch (RuntimeException e) {
                 // Errors the producer throws instead of passing to the callback (closed, interrupted, serializer).
-                onDelivery(e, ticket);
+                onDelivery(e, ticket, topic);
             }
             counters.sent.incrementAndGet();
         }
@@ -98,9 +105,31 @@ final class PaymentSender implements AutoCloseable {
         return copies;
     }
 
-    private void onDelivery(Exception error, Ticket ticket) {
+    /**
+     * Dead-letter a consumed record to {@code <prefix>dead-letters} (see {@link DeadLetters}). The ticket
+     * expects the broker's acknowledgement, so the record's offset is committed only once the dead letter
+     * is stored; a failed delivery stops the service like a failed payment.
+     */
+    void sendDeadLetter(ConsumerRecord<byte[], byte[]> record, PoisonRecordException error, Ticket ticket) {
+        ProducerRecord<byte[], byte[]> deadLetter = DeadLetters.of(record, error, deadLettersTopic, consumerGroup);
+        long suppressed = deadLetterLog.pass();
+        if (suppressed >= 0) {
+            LOG.warn("dead-lettered {}-{}@{} ({}): {}{}", record.topic(), record.partition(), record.offset(),
+                    error.reason(), DeadLetters.cut(String.valueOf(error.getMessage()), 300),
+                    suppressed > 0 ? " (" + suppressed + " similar lines suppressed)" : "");
+        }
+        ticket.expect(1);
+        try {
+            producer.send(deadLetter, (metadata, failure) -> onDelivery(failure, ticket, deadLettersTopic));
+        } catch (RuntimeException e) {
+            onDelivery(e, ticket, deadLettersTopic);
+        }
+        counters.deadLettered.incrementAndGet();
+    }
+
+    private void onDelivery(Exception error, Ticket ticket, String to) {
         if (error == null) {
-            counters.delivered.incrementAndGet();
+            (to.equals(topic) ? counters.delivered : counters.deadLettersDelivered).incrementAndGet();
             if (ticket != null) {
                 ticket.acknowledged();
             }
@@ -112,7 +141,7 @@ final class PaymentSender implements AutoCloseable {
         }
         long suppressed = failureLog.pass();
         if (suppressed >= 0) {
-            LOG.error("payment not delivered to {}: {}{}", topic, error.toString(),
+            LOG.error("record not delivered to {}: {}{}", to, error.toString(),
                     suppressed > 0 ? " (" + suppressed + " similar lines suppressed)" : "");
         }
     }

@@ -7,6 +7,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import tools.jackson.core.StreamWriteFeature;
 import tools.jackson.databind.DeserializationFeature;
+import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.ObjectMapper;
 import tools.jackson.databind.json.JsonMapper;
 
@@ -83,16 +84,20 @@ public final class PaymentsService {
                 .enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS)
                 .enable(StreamWriteFeature.WRITE_BIGDECIMAL_AS_PLAIN)
                 .build();
-        PaymentSchema schema;
+        TopicSchema schema;
+        RecordCodec orders;
         try {
-            schema = PaymentSchema.load(options.catalog(), mapper);
-        } catch (PaymentSchema.CatalogException e) {
+            JsonNode catalog = TopicSchema.readCatalog(options.catalog(), mapper);
+            String origin = options.catalog().toString();
+            schema = TopicSchema.of(catalog, mapper, "payments", origin);
+            orders = new RecordCodec(TopicSchema.of(catalog, mapper, "orders", origin));
+        } catch (TopicSchema.CatalogException e) {
             LOG.error(e.getMessage());
             return 2;
         }
-        LOG.info("payments schema loaded from {}; broker {}", options.catalog(), options.bootstrap());
+        LOG.info("orders and payments schemas loaded from {}; broker {}", options.catalog(), options.bootstrap());
         if (options.check()) {
-            return SelfCheck.run(options, schema, mapper);
+            return SelfCheck.run(options, schema, orders, mapper);
         }
         Counters counters = new Counters();
         String mode = options.synthetic() ? "synthetic" : "orders";
@@ -105,7 +110,7 @@ public final class PaymentsService {
                 try (PaymentSender sender = new PaymentSender(options, schema, mapper, counters)) {
                     stoppedBy = options.synthetic()
                             ? new SyntheticLoad(options, sender, counters, stop).run()
-                            : new OrderPipeline(options, sender, mapper, counters, stop).run();
+                            : new OrderPipeline(options, sender, orders, counters, stop).run();
                 }
             }
         } catch (BrokerWait.BrokerUnavailableException e) {
