@@ -4,7 +4,8 @@
 Starts whenever a fraud alert lands on the **alerts** topic — no schedule, no polling task. The asset
 `alerts` has an `AssetWatcher` whose `AlertStreamTrigger` (the provider's `KafkaSharedStreamTrigger`
 with a filter) runs in the triggerer: one shared consumer, offsets committed only after the asset
-event is stored (at-least-once), malformed records rejected to **dead-letters**.
+event is stored (at-least-once). A record the codec refuses never starts a run: the filter skips and
+logs it (the warehouse-loader, which reads `alerts` too, quarantines it with its reason).
 
 Each run writes one HTML report per alert to `var/reports/incidents/<alert_id>.html`: what happened,
 the order and payment involved, recent orders of the customer (from the warehouse when it has them).
@@ -33,8 +34,8 @@ ALERTS = Asset(
     watchers=[
         AssetWatcher(
             name="fraud_alerts_watcher",
-            trigger=AlertStreamTrigger(topics=[ALERTS_TOPIC], kafka_config_id=INCIDENTS_CONN_ID,
-                                       poll_timeout=1.0, dlq_topic=_settings.topic_prefix + "dead-letters"),
+            # No dlq_topic: its copies would lack the dlq.* headers (see mbyn.orchestration.triggers).
+            trigger=AlertStreamTrigger(topics=[ALERTS_TOPIC], kafka_config_id=INCIDENTS_CONN_ID, poll_timeout=1.0),
         )
     ],
 )

@@ -14,7 +14,11 @@ How the operator is used, and why:
   `max_messages` otherwise; a run stops at `max_messages` and the next run continues;
 * a short `poll_timeout` (5 s): every run ends with one empty poll of that length.
 
-Invalid records go to **dead-letters** with the reason in a header.
+No record can fail the task: one the codec refuses (not JSON, schema violation, null key …) or whose row the
+warehouse refuses goes to **dead-letters** with the same `dlq.*` headers as every streaming consumer (reason,
+error, original topic / partition / offset, this connection's group), so it is quarantined and
+`mbyn dlq replay` can return it. An outage (warehouse or broker down) fails the task before the commit:
+the retry re-reads the batch.
 Code: `mbyn.orchestration.shipments.load_shipment_batch`.
 """
 
@@ -46,6 +50,7 @@ def shipments_hourly_load() -> None:
         kafka_config_id=KAFKA_CONN_ID,
         topics=[get_settings().topic_prefix + "shipments"],
         apply_function_batch="mbyn.orchestration.shipments.load_shipment_batch",
+        apply_function_kwargs={"kafka_config_id": KAFKA_CONN_ID},  # its group.id goes into the dead letters
         commit_cadence="end_of_batch",
         max_messages=200_000,
         max_batch_size=1_000,

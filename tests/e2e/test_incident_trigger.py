@@ -1,20 +1,19 @@
 """The event-driven incident DAG, for real: ``airflow standalone`` + triggerer + the Kafka asset watcher.
 
-Fast tests first (the trigger's filter, the report writer); then ONE end-to-end test that starts the
-local Airflow with ``mbyn.orchestration.local.up`` on free ports in a temporary folder, writes a fraud
-alert (and one malformed record) to the alerts topic, waits for the incident DAG run to reach
-``success`` through the REST API, checks the report file and the dead letter, and stops Airflow
-leaving no process behind.
+Fast tests first (the report writer; the trigger's filter on hostile values: tests/unit/test_triggers.py);
+then ONE end-to-end test that starts the local Airflow with ``mbyn.orchestration.local.up`` on free ports in a
+temporary folder, writes a fraud alert (and one malformed record) to the alerts topic, waits for the incident
+DAG run to reach ``success`` through the REST API, checks the report file and that the malformed record started
+nothing, and stops Airflow leaving no process behind.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +37,6 @@ def _alert(order_id: str | None = "O-4711", customer_id: str | None = "C000042",
         payload["customer_id"] = customer_id
     payload.update(overrides)
     return dict(make_envelope("fraud_alert", payload, "fraud-detector"))
-
-
-# The trigger's filter ------------------------------------------------------------------------------
-
-
-def test_alert_stream_trigger_fires_parsed_alerts_and_rejects_the_rest() -> None:
-    from mbyn.orchestration.triggers import AlertStreamTrigger
-
-    good = _alert()
-    wrong_type = dict(good, event_type="order_placed")
-    raw = [json.dumps(good).encode(), b"not json", json.dumps(wrong_type).encode(),
-           json.dumps({**good, "payload": {"alert_id": "x"}}).encode()]
-
-    async def stream() -> AsyncIterator[bytes]:
-        for value in raw:
-            yield value
-
-    async def collect() -> list[Any]:
-        trigger = AlertStreamTrigger(topics=["alerts"], kafka_config_id="kafka_incidents")
-        return [event async for event in trigger.filter_shared_stream(stream())]
-
-    events = asyncio.run(collect())
-    assert [e.payload for e in events] == [good]
 
 
 # The report writer ---------------------------------------------------------------------------------
@@ -209,5 +185,9 @@ def _run_incident_flow(settings: Settings, client: Any, logs: str) -> None:
     path = report_path(settings, alert["payload"]["alert_id"])
     assert path.exists(), f"no report at {path}"
     assert alert["payload"]["details"] in path.read_text()
-    dead = read_all(settings.bootstrap(), settings.topic_prefix + "dead-letters", expect=1, timeout=30)
-    assert [d.value for d in dead] == [b"definitely not an alert"], "the malformed record was not dead-lettered"
+    # The malformed record was skipped by the watcher's filter: no run of its own, no report, and no dead
+    # letter from the watcher (the warehouse-loader quarantines it; see mbyn.orchestration.triggers).
+    runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"]
+    assert len(runs) == 1, f"expected one run (the alert's), got {[r['dag_run_id'] for r in runs]}"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert read_all(settings.bootstrap(), settings.topic_prefix + "dead-letters") == []

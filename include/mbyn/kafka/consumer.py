@@ -576,8 +576,7 @@ class ConsumerRuntime:
 
     def _dead_letters(self) -> TopicProducer:
         if self._dlq is None:
-            self._dlq = TopicProducer(f"{self.app.name}-dlq", self.settings,
-                                      config={"message.max.bytes": DEAD_LETTER_MAX_BYTES})
+            self._dlq = dead_letter_producer(self.app.name, self.settings)
         return self._dlq
 
     def dead_letter(self, record: Record, error: BaseException) -> None:
@@ -585,18 +584,9 @@ class ConsumerRuntime:
 
         Enqueued only; the runtime flushes (``flush_or_raise``) before the batch's offsets move on.
         """
-        reason = dead_letter_reason(error)
-        error_class, message, trace = describe_error(error)
-        headers = build_headers(record.headers, reason=reason, error_class=error_class, error_message=message,
-                                traceback_text=trace, topic=record.physical_topic, partition=record.partition,
-                                offset=record.offset, timestamp_ms=record.timestamp_ms,
-                                consumer_group=self.group_id)
-        physical = self.catalog.get(DEAD_LETTER_TOPIC).physical
-        self._dead_letters().send_raw(physical, record.value, record.key, headers)
+        reason = send_dead_letter(self._dead_letters(), record, error, self.group_id, self.catalog)
         self.counters.dead_lettered += 1
         self.counters.dead_letter_reasons[reason] = self.counters.dead_letter_reasons.get(reason, 0) + 1
-        log.warning("%s: dead-lettered %s[%d]@%d (%s): %s", self.app.name, record.physical_topic, record.partition,
-                    record.offset, reason, shorten(message, 200))
 
     # Rebalance callbacks (run inside consume()) -------------------------------------------------
 
@@ -661,6 +651,30 @@ def decode_envelope(record: Record, catalog: Catalog | None = None) -> dict[str,
     Raises PoisonRecordError (``reason`` = the code) and nothing else.
     """
     return decode_record(record.topic, record.key, record.value, catalog)
+
+
+def send_dead_letter(producer: TopicProducer, record: Record, error: BaseException, consumer_group: str,
+                     catalog: Catalog | None = None) -> str:
+    """Enqueue ``record`` on ``dead-letters`` with the ``dlq.*`` headers of ``error``; returns the reason.
+
+    The caller flushes (``producer.flush_or_raise()``) before it commits any offset past the record. Used
+    by the runtime and by the Airflow tasks that consume without it, so every dead letter looks the same.
+    """
+    reason = dead_letter_reason(error)
+    error_class, message, trace = describe_error(error)
+    headers = build_headers(record.headers, reason=reason, error_class=error_class, error_message=message,
+                            traceback_text=trace, topic=record.physical_topic, partition=record.partition,
+                            offset=record.offset, timestamp_ms=record.timestamp_ms, consumer_group=consumer_group)
+    physical = (catalog or load_catalog()).get(DEAD_LETTER_TOPIC).physical
+    producer.send_raw(physical, record.value, record.key, headers)
+    log.warning("%s: dead-lettered %s[%d]@%d (%s): %s", consumer_group, record.physical_topic, record.partition,
+                record.offset, reason, shorten(message, 200))
+    return reason
+
+
+def dead_letter_producer(name: str, settings: Settings) -> TopicProducer:
+    """A producer for dead letters: room for a raw record of the broker's largest size plus the headers."""
+    return TopicProducer(f"{name}-dlq", settings, config={"message.max.bytes": DEAD_LETTER_MAX_BYTES})
 
 
 def dead_letter_reason(error: BaseException) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mbyn.errors import ConfigError
 from mbyn.kafka.security import client_config
 from mbyn.settings import Settings
 
@@ -48,3 +49,18 @@ def connection_env(settings: Settings) -> dict[str, str]:
         f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({"conn_type": "kafka", "extra": kafka_extra(settings, conn_id)})
         for conn_id in _GROUPS
     }
+
+
+def connection_group_id(conn_id: str = KAFKA_CONN_ID) -> str:
+    """The ``group.id`` of the Airflow connection ``conn_id`` — the group a task consuming with it belongs to.
+
+    Read from the connection Airflow actually uses (environment variable, secrets backend or metadata
+    database), not derived from the settings, so it names the group that committed the offsets.
+    """
+    from airflow.sdk import BaseHook
+
+    group = BaseHook.get_connection(conn_id).extra_dejson.get("group.id")
+    if not isinstance(group, str) or not group:
+        raise ConfigError(f"the Airflow connection {conn_id!r} has no group.id in its extra; "
+                          "define it with `mbyn airflow env` (mbyn.orchestration.connections.connection_env)")
+    return group

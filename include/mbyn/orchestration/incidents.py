@@ -23,10 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mbyn.errors import ContractError
+from mbyn.contracts.codec import check_envelope, decode_record
+from mbyn.contracts.dead_letters import shorten
+from mbyn.errors import PoisonRecordError
 from mbyn.settings import Settings, get_settings
 
 log = logging.getLogger("mbyn.incidents")
+
+#: The logical catalog topic alerts arrive on.
+ALERTS_TOPIC = "alerts"
+ALERT_EVENT_TYPE = "fraud_alert"
+#: Stands in for the record key, which the asset watcher's shared stream does not pass on.
+_KEY_NOT_SEEN = b"-"
 
 #: Warehouse tables searched for the order / customer of an alert, in report order.
 CONTEXT_TABLES = ("orders", "payments", "shipments", "orders_enriched")
@@ -42,24 +50,50 @@ class WarehouseContext:
     note: str = ""
 
 
+def decode_alert(value: Any) -> dict[str, Any] | None:
+    """The envelope of a valid fraud alert, or None with the reason logged. Never raises.
+
+    ``value`` is a raw Kafka value (bytes; None for a record without one), its text, or an already decoded
+    envelope (a mapping: the asset-event form of ``AlertStreamTrigger``). Raw values go through the codec
+    (``decode_record``); a mapping through the same checks (``check_envelope``): an event stored by an older
+    trigger is judged by today's contract. The key is not seen here (the shared stream passes values only):
+    the ``null_key`` check belongs to the warehouse-loader, which quarantines such a record.
+    """
+    try:
+        if isinstance(value, Mapping):
+            envelope: dict[str, Any] | None = check_envelope(ALERTS_TOPIC, dict(value))
+        else:
+            raw = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else value
+            if raw is not None and not isinstance(raw, bytes):
+                raise PoisonRecordError("not_json", f"value is a {type(raw).__name__}, not bytes")
+            envelope = decode_record(ALERTS_TOPIC, _KEY_NOT_SEEN, raw)
+    except PoisonRecordError as exc:
+        log.warning("alerts: skipped a record (%s): %s", exc.reason, shorten(str(exc), 300))
+        return None
+    except Exception as exc:  # noqa: BLE001 - the codec raises nothing else; a trigger must outlive any bytes
+        log.warning("alerts: skipped a record that could not be judged (%s: %s)", type(exc).__name__,
+                    shorten(str(exc), 300))
+        return None
+    if envelope is None or envelope.get("event_type") != ALERT_EVENT_TYPE:
+        log.warning("alerts: skipped a record that is not a %s envelope", ALERT_EVENT_TYPE)
+        return None
+    return envelope
+
+
 def alerts_from_events(events: Iterable[Any]) -> list[dict[str, Any]]:
     """The alert envelopes carried by asset events, de-duplicated by alert id (the last one wins).
 
     ``event.extra["payload"]`` is the envelope as a dict when the watcher is ``AlertStreamTrigger``,
-    or its JSON text with the provider's plain ``KafkaSharedStreamTrigger``; both are accepted.
-    An event without a usable alert raises ContractError — it should never have fired.
+    or its JSON text with the provider's plain ``KafkaSharedStreamTrigger``; both are judged by
+    ``decode_alert``. An event without a valid alert (it should never have fired) is skipped with a
+    warning rather than failing the run: the warehouse-loader quarantines the record it came from.
     """
     alerts: dict[str, dict[str, Any]] = {}
     for event in events:
-        extra = event.extra if hasattr(event, "extra") else event
-        payload = (extra or {}).get("payload")
-        envelope = json.loads(payload) if isinstance(payload, (str, bytes)) else payload
-        if not isinstance(envelope, Mapping) or not isinstance(envelope.get("payload"), Mapping):
-            raise ContractError(f"asset event without an alert envelope: extra={extra!r}")
-        alert_id = envelope["payload"].get("alert_id")
-        if not alert_id:
-            raise ContractError(f"alert without alert_id: {envelope!r}")
-        alerts[str(alert_id)] = dict(envelope)
+        extra = getattr(event, "extra", event)
+        envelope = decode_alert(extra.get("payload") if isinstance(extra, Mapping) else None)
+        if envelope is not None:
+            alerts[str(envelope["payload"]["alert_id"])] = envelope
     return list(alerts.values())
 
 

@@ -2,13 +2,20 @@
 
 ``AlertStreamTrigger`` is the provider's ``KafkaSharedStreamTrigger`` (one shared consumer in the
 triggerer, offsets committed only after the asset event is stored: at-least-once) with a filter that
-fires only for valid ``fraud_alert`` envelopes and fires them already parsed, so the asset event's
+fires only for valid ``fraud_alert`` envelopes and fires them already decoded, so the asset event's
 ``extra["payload"]`` is the envelope as a dict rather than the raw JSON text.
 
-Anything else on the topic — not JSON, not a valid envelope, another event type — is *rejected*: the
-producer commits past it and, with ``dlq_topic`` set (the DAG sets the catalog's ``dead-letters``
-topic), re-publishes its bytes there first. A bad record therefore never starts a DAG run and is never
-lost silently.
+Every value is judged by the codec (``mbyn.contracts.codec.decode_record``, through
+``mbyn.orchestration.incidents.decode_alert``): the same verdict the streaming consumers reach. Anything it
+refuses — and an envelope of another event type — is **skipped**: logged with its reason and rejected
+(``reject_shared_stream_event``), so the producer commits past it and no DAG run starts. The filter never
+raises, whatever the bytes. It does not dead-letter: the warehouse-loader reads ``alerts`` too and
+quarantines the same record with full ``dlq.*`` headers (reason, coordinates), while the provider's own
+``dlq_topic`` would add a second copy without them (quarantined as reason ``unknown``, not replayable) — so
+the DAG leaves ``dlq_topic`` unset.
+
+The shared stream hands the filter the record's value only, not its key: the ``null_key`` check is the
+warehouse-loader's (it quarantines a key-less alert); the filter judges the value.
 
 The triggerer imports this class by its dotted path, so it lives in the installed package; restart
 the triggerer (``mbyn airflow down && mbyn airflow up``) after changing it.
@@ -16,8 +23,6 @@ the triggerer (``mbyn airflow down && mbyn airflow up``) after changing it.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,35 +30,11 @@ from airflow.providers.apache.kafka.triggers.shared_stream import KafkaSharedStr
 from airflow.triggers.base import TriggerEvent
 from airflow.triggers.shared_stream import reject_shared_stream_event
 
-log = logging.getLogger(__name__)
-
-ALERT_EVENT_TYPE = "fraud_alert"
-
-
-def parse_alert(value: Any) -> dict[str, Any] | None:
-    """The envelope of a valid fraud alert from a raw Kafka value, or None with the reason logged."""
-    from mbyn.contracts.envelope import validate
-    from mbyn.errors import ContractError
-
-    text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-    try:
-        envelope = json.loads(text) if isinstance(text, str) else None
-    except ValueError as exc:
-        log.warning("alerts: not JSON, rejected: %s", exc)
-        return None
-    if not isinstance(envelope, dict) or envelope.get("event_type") != ALERT_EVENT_TYPE:
-        log.warning("alerts: not a %s envelope, rejected", ALERT_EVENT_TYPE)
-        return None
-    try:
-        validate("alerts", envelope)
-    except ContractError as exc:
-        log.warning("alerts: invalid envelope, rejected: %s", exc)
-        return None
-    return envelope
+from mbyn.orchestration.incidents import decode_alert
 
 
 class AlertStreamTrigger(KafkaSharedStreamTrigger):
-    """``KafkaSharedStreamTrigger`` that fires one event per valid fraud alert and rejects the rest."""
+    """``KafkaSharedStreamTrigger`` that fires one event per valid fraud alert and skips the rest."""
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
@@ -61,8 +42,8 @@ class AlertStreamTrigger(KafkaSharedStreamTrigger):
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         async for value in shared_stream:
-            envelope = parse_alert(value)
+            envelope = decode_alert(value)
             if envelope is None:
-                reject_shared_stream_event()
+                reject_shared_stream_event()  # committed past, no run; the warehouse-loader quarantines it
                 continue
             yield TriggerEvent(envelope)
