@@ -1,41 +1,42 @@
-"""``mbyn status [--json]``: topics, consumer groups, the warehouse — and whether everything produced is accounted for.
+"""``mbyn status [--json]``: topics, consumer groups, workers, the warehouse — and whether the books balance.
 
-``collect_status(settings)`` reads the broker (offsets, groups), the warehouse (row counts, quarantine,
-stored offsets) and, for the reconciliation, the records themselves; ``mbyn status`` prints it as compact
-tables, ``mbyn status --json`` as one JSON document. **Exit status: 0 when balanced, 4 when not** (1 and 2
-as for every mbyn command: an error, a wrong setting).
+``collect_status(settings)`` reads the warehouse at one consistent cut (``mbyn.reconciliation``), then the
+broker (offsets, groups) and, for the reconciliation, the records themselves; ``mbyn status`` prints it as
+compact tables, ``mbyn status --json`` as one JSON document. **Exit status: 0 balanced or lagging, 4 not
+balanced, 5 not checked** (1 and 2 as for every mbyn command: an error, a wrong setting). A crash-looping
+worker is shown (``workers``) but does not change the exit status.
 
 The verdict
 -----------
-For every raw topic the warehouse-loader reads, each committed record below the loader's stored position
-(``kafka_offsets``, written in the same transaction as the rows) must be either a warehouse row or a
-quarantine row. The topic is read (``read_committed``) from its start to its end offsets and every record is
-put in exactly one bucket:
+The warehouse-loader writes rows and its stored position (``kafka_offsets``) in one transaction, and the
+dead-letters sink does the same with quarantine rows. The stored positions, the table counts and keys and the
+quarantine are read in one database snapshot; only then are the topics read (``read_committed``) up to end
+offsets taken after the snapshot. Every record of a raw topic the loader reads lands in exactly one bucket:
 
-* ``pending`` — at or past the loader's stored offset: not processed yet (loader lag);
+* ``pending`` — at or past the loader's stored offset: not processed yet (lag);
 * ``quarantined`` — its (topic, partition, offset) is in ``quarantine`` for the loader's group;
-* ``awaiting_quarantine`` — dead-lettered by the loader (found on ``dead-letters``) but not yet quarantined;
-* ``unreadable`` — below the stored offset, neither quarantined nor dead-lettered, and no row key can be read
-  from it: a lost record;
+* ``awaiting_quarantine`` — dead-lettered by the loader, and the dead letter is at or past the dead-letters
+  sink's stored offset (lag);
+* ``missing_quarantine`` — dead-lettered by the loader, the sink's position is past the dead letter, yet no
+  quarantine row exists (deleted): imbalance, the coordinates are named;
+* ``unreadable`` — below the stored offset, neither quarantined nor dead-lettered, and the codec
+  (``mbyn.contracts.codec.decode_record``) refuses it or it yields no row key: a lost record;
 * ``loaded`` — the rest; its row key (see ``LOADED_TABLES``) is collected.
 
-The table then must hold one row per distinct key: ``expected_rows`` = distinct keys of the loaded records,
-``collapsed`` = loaded − tombstones without a row − expected_rows (re-sent records with the same event id,
-successive versions of one customer, SKU or order). ``offsets_without_record`` = end − start − records:
-transaction markers, aborted transactions and records removed by compaction occupy offsets but are never
-delivered. When the log start offset is above 0 (retention, compaction), rows loaded from deleted records
-can no longer be matched, so the table may hold *more* rows than expected — explained, not a failure.
+Then the table's keys (read in the snapshot) must equal the loaded records' keys: a loaded key without a row
+is *missing*, a row without a record is *extra* — both named ("clicks: missing event_id E1…"). Rows for
+records past the loader's position are explained, not extra (another writer of the table, such as the
+shipments batch DAG); so are extra rows when the log start offset is above 0 (retention, compaction: their
+records are gone). ``collapsed`` = loaded − tombstones without a row − expected_rows (re-sent records with the
+same event id, successive versions of one customer, SKU or order). ``offsets_without_record`` = end − start −
+records: transaction markers, aborted transactions and records removed by compaction.
 
-**Balanced** = for every raw topic pending = awaiting_quarantine = unreadable = 0 and rows == expected_rows
-(rows ≥ expected_rows when records expired, or when every extra row belongs to a record past the loader's
-position: another writer of the table, such as the shipments batch DAG, or a row committed after the
-positions were read), and the dead-letters sink has stored a position past every
-dead letter. "Loader caught up" therefore means: no committed record at or after the stored offset — not
-"stored == end offset", which a transaction marker at the end of a partition would make false forever.
-
-Reading costs time: when the raw topics and ``dead-letters`` hold more than ``scan_limit`` offsets
-(default 200 000), only the stretch between each stored offset and the end is read ("counted_by":
-"offsets"), so the positions are still exact but rows are not compared with records.
+Verdicts (``mbyn.reconciliation``): ``balanced``; ``lagging`` (records not loaded yet or dead letters not
+yet quarantined — the summary says whether the loader group has live members); ``not balanced`` (missing or
+extra keys, lost records, missing quarantine rows); ``not checked`` (rows not compared with records: more
+than ``scan_limit`` offsets (default 200 000; then only the stretch from each stored offset to the end is
+read, "counted_by": "offsets"), a table with more rows than the limit, an unreachable warehouse, or a read
+that did not finish). The worst part decides: not balanced > not checked > lagging > balanced.
 
 JSON document (``"schema": "mbyn.status/1"``; fields are only ever added)
 -------------------------------------------------------------------------
@@ -48,18 +49,26 @@ JSON document (``"schema": "mbyn.status/1"``; fields are only ever added)
   ``client_ids``, ``members`` (``member_id``, ``client_id``, ``host``, ``assignment``: ``"topic[p]"``),
   ``partitions`` (``topic``, ``partition``, ``committed`` (Kafka), ``stored`` (warehouse ``kafka_offsets``),
   ``end``, ``lag``), ``lag`` (sum). Lag = end − (stored, else committed, else start).
+* ``workers`` (``mbyn run``'s supervisor, see ``mbyn.supervisor.worker_status``): ``state_file``,
+  ``supervisor`` (``pid``, ``running``, ``updated_at``; null without a run), ``copies`` (``label``,
+  ``worker``, ``pid``, ``state``: ``running`` | ``restarting`` | ``crash-looping`` | ``unknown``,
+  ``restarts``, ``recent_restarts``, ``last_exit_code``, ``last_exit_at``, ``last_error``),
+  ``crash_looping`` (labels).
 * ``warehouse``: ``reachable``, ``error``, ``tables`` (table → rows), ``quarantine`` (list of ``topic``,
   ``reason``, ``consumer_group``, ``count``, ``replayed``), ``quarantined`` (total).
-* ``reconciliation``: ``loader_group``, ``dead_letter_group``, ``counted_by`` (``"reading"`` |
-  ``"offsets"``), ``incomplete`` (partitions a read did not finish), ``topics`` (logical → ``table``,
-  ``key``, ``span``, ``expired``, ``records``, ``offsets_without_record``, ``pending``, ``quarantined``,
-  ``quarantine_reasons``, ``awaiting_quarantine``, ``unreadable``, ``loaded``, ``tombstones``,
-  ``collapsed``, ``expected_rows``, ``rows``, ``caught_up``, ``balanced``, ``notes`` (list of sentences));
-  fields that need a full read are ``null`` when ``counted_by`` is ``"offsets"``), ``dead_letters``
-  (``span``, ``records``, ``pending``, ``from_loader``, ``caught_up``).
+* ``reconciliation``: ``loader_group``, ``loader_members`` (live members of the loader group),
+  ``dead_letter_group``, ``counted_by`` (``"reading"`` | ``"offsets"``), ``incomplete`` (partitions a read
+  did not finish), ``topics`` (logical → ``table``, ``key``, ``span``, ``expired``, ``records``,
+  ``offsets_without_record``, ``pending``, ``quarantined``, ``quarantine_reasons``, ``awaiting_quarantine``,
+  ``missing_quarantine`` (``"topic[p]@offset"`` list), ``unreadable``, ``loaded``, ``tombstones``,
+  ``collapsed``, ``expected_rows``, ``rows``, ``missing_keys``, ``extra_keys`` (first keys, a key of several
+  columns as a list; null when not compared), ``caught_up``, ``verdict``, ``balanced``, ``notes``
+  (sentences)); fields that need a full read are ``null`` when ``counted_by`` is ``"offsets"``),
+  ``dead_letters`` (``span``, ``records``, ``pending``, ``from_loader``, ``caught_up``).
 * ``lag``: records the loader has not processed yet (sum of ``pending``).
-* ``balanced`` (bool), ``verdict`` (``"balanced"`` | ``"not balanced"``), ``problems`` (sentences; empty
-  when balanced).
+* ``verdict`` (``"balanced"`` | ``"lagging"`` | ``"not balanced"`` | ``"not checked"``), ``summary`` (one
+  sentence), ``balanced`` (bool: verdict is balanced), ``problems`` (every sentence keeping the verdict from
+  balanced, lag included; empty when balanced).
 """
 
 from __future__ import annotations
@@ -75,8 +84,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mbyn.errors import BrokerUnavailableError
+from mbyn import reconciliation
+from mbyn.contracts.codec import decode_record
+from mbyn.contracts.dead_letters import parse_headers
+from mbyn.errors import BrokerUnavailableError, PoisonRecordError
+from mbyn.kafka.consumer import message_headers
+from mbyn.reconciliation import (
+    BALANCED,
+    EXIT_CODES,
+    LAGGING,
+    NOT_BALANCED,
+    NOT_CHECKED,
+    Coord,
+    PartitionKey,
+    WarehouseFacts,
+    listed,
+    name_keys,
+)
 from mbyn.settings import Settings
+from mbyn.supervisor import worker_status
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
@@ -85,17 +111,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("mbyn.status")
 
 SCHEMA = "mbyn.status/1"
-EXIT_BALANCED = 0
-EXIT_NOT_BALANCED = 4
+EXIT_BALANCED = EXIT_CODES[BALANCED]
+EXIT_NOT_BALANCED = EXIT_CODES[NOT_BALANCED]
+EXIT_NOT_CHECKED = EXIT_CODES[NOT_CHECKED]
 DEFAULT_SCAN_LIMIT = 200_000
 SCAN_TIMEOUT_S = 120.0
 OFFSET_ATTEMPTS = 8
 LOADER = "warehouse-loader"
 DEAD_LETTER_SINK = "dead-letters"
 DEAD_LETTER_TOPIC = "dead-letters"
-
-Coord = tuple[str, int, int]  # physical topic, partition, offset
-PartitionKey = tuple[str, int]
 
 # What the warehouse-loader makes of each raw topic: table and row key (mirrors the table in
 # ``mbyn.consumers.warehouse_loader``'s docstring). ``key`` returns None when the record makes no row.
@@ -124,6 +148,11 @@ class LoadedTable:
     key: str
     key_of: KeyFn
     collapse: str  # how several records become one row, for the notes
+    columns: tuple[str, ...] = ()  # the table's key column(s); default: ``key``
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return self.columns or (self.key,)
 
 
 LOADED_TABLES: dict[str, LoadedTable] = {
@@ -137,7 +166,8 @@ LOADED_TABLES: dict[str, LoadedTable] = {
     "inventory": LoadedTable("inventory", "sku", _payload("sku"),
                              "update(s) of the same sku collapsed (last version wins)"),
     "fx-rates": LoadedTable("fx_rates", "(currency, rate_date)", _fx_key,
-                            "re-published rate(s) of the same currency and day collapsed"),
+                            "re-published rate(s) of the same currency and day collapsed",
+                            ("currency", "rate_date")),
 }
 
 
@@ -245,8 +275,8 @@ def scan(consumer: Consumer, ranges: Mapping[PartitionKey, tuple[int, int]], on_
 
 
 def headers_of(msg: Message) -> list[tuple[str, bytes | None]]:
-    """A record's headers as (name, value) pairs, in order (repeated names kept)."""
-    return list(msg.headers() or [])  # type: ignore[arg-type]
+    """A record's headers as (name, value) pairs, in order; none when unreadable (``message_headers``)."""
+    return list(message_headers(msg))
 
 
 def _groups(admin: AdminClient, prefix: str, timeout_s: float = 15.0) -> dict[str, dict[str, Any]]:
@@ -273,60 +303,6 @@ def _groups(admin: AdminClient, prefix: str, timeout_s: float = 15.0) -> dict[st
         groups[group_id] = {"state": str(getattr(desc.state, "name", desc.state)).lower(), "members": members,
                             "committed": committed}
     return groups
-
-
-# Warehouse side -------------------------------------------------------------------------------------
-
-
-@dataclass
-class WarehouseFacts:
-    reachable: bool = False
-    error: str | None = None
-    tables: dict[str, int] = field(default_factory=dict)
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
-    stored: dict[str, dict[PartitionKey, int]] = field(default_factory=dict)  # group → next offsets
-    quarantined_coords: dict[str, set[Coord]] = field(default_factory=dict)  # group → coordinates
-
-
-def _warehouse(settings: Settings, coord_groups: Iterable[str]) -> WarehouseFacts:
-    """Row counts, quarantine, stored offsets; an unreachable or empty warehouse is reported, not raised."""
-    from sqlalchemy import func, inspect, select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from mbyn.warehouse import schema, warehouse_engine
-
-    facts = WarehouseFacts()
-    engine = warehouse_engine(settings, read_only=True)
-    try:
-        with engine.connect() as conn:
-            present = set(inspect(conn).get_table_names())
-            for name, table in schema.metadata.tables.items():
-                if name in present:
-                    facts.tables[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-            q = schema.quarantine
-            if "quarantine" in present:
-                rows = conn.execute(select(q.c.topic, q.c.reason, q.c.consumer_group, func.count(),
-                                           func.count(q.c.replayed_at))
-                                    .group_by(q.c.topic, q.c.reason, q.c.consumer_group)).all()
-                facts.quarantine = sorted(
-                    ({"topic": t, "reason": r, "consumer_group": g, "count": int(n), "replayed": int(m)}
-                     for t, r, g, n, m in rows), key=lambda row: (-row["count"], str(row["topic"])))
-                for group in coord_groups:
-                    coords = conn.execute(select(q.c.topic, q.c.partition, q.c.offset)
-                                          .where(q.c.consumer_group == group, q.c.topic.is_not(None))).all()
-                    facts.quarantined_coords[group] = {(str(t), int(p), int(o)) for t, p, o in coords
-                                                       if p is not None and o is not None}
-            if "kafka_offsets" in present:
-                k = schema.kafka_offsets
-                for g, t, p, o in conn.execute(select(k.c.consumer_group, k.c.topic, k.c.partition,
-                                                      k.c.next_offset)):
-                    facts.stored.setdefault(str(g), {})[(str(t), int(p))] = int(o)
-        facts.reachable = True
-    except SQLAlchemyError as exc:
-        facts.error = str(exc).strip().splitlines()[0]
-    finally:
-        engine.dispose()
-    return facts
 
 
 # Registry ---------------------------------------------------------------------------------------------
@@ -377,14 +353,17 @@ class _Tally:
     tombstones_without_row: int = 0
     keys: set[Any] = field(default_factory=set)
     pending_keys: set[Any] = field(default_factory=set)  # row keys of records past the loader's position
+    missing_quarantine: list[str] = field(default_factory=list)  # "topic[p]@offset" without a quarantine row
+    lost: list[str] = field(default_factory=list)  # "topic[p]@offset" of unreadable records (first ones)
 
 
 def collect_status(settings: Settings, *, scan_limit: int = DEFAULT_SCAN_LIMIT,
                    timeout_s: float = SCAN_TIMEOUT_S) -> dict[str, Any]:
     """Everything ``mbyn status`` shows, as the JSON-ready dict documented in the module docstring.
 
-    Raises BrokerUnavailableError when no broker answers; an unreachable warehouse is reported in
-    ``warehouse.error`` (and makes the verdict "not balanced") instead.
+    Order matters: the warehouse snapshot is read first, the end offsets and records after it (see the
+    module docstring). Raises BrokerUnavailableError when no broker answers; an unreachable warehouse is
+    reported in ``warehouse.error`` (verdict "not checked") instead.
     """
     from confluent_kafka import KafkaException
 
@@ -396,13 +375,18 @@ def collect_status(settings: Settings, *, scan_limit: int = DEFAULT_SCAN_LIMIT,
     logical_of = {v: k for k, v in physical.items()}
     registered = consumer_topics()
     loader_group, dlq_group = prefix + LOADER, prefix + DEAD_LETTER_SINK
+    raw_topics = [t for t in registered.get(LOADER, tuple(LOADED_TABLES)) if t in LOADED_TABLES]
     try:
         admin = _admin(settings)
-        offsets = partition_offsets(admin, physical.values())
+        # Before the snapshot, only to decide whether the records can be read one by one.
+        before = partition_offsets(admin, [physical[t] for t in (*raw_topics, DEAD_LETTER_TOPIC)])
+        full = sum(e - s for parts in before.values() for _, s, e in parts or []) <= scan_limit
+        key_columns = {LOADED_TABLES[t].table: LOADED_TABLES[t].key_columns for t in raw_topics} if full else None
+        wh = reconciliation.read_warehouse(settings, [loader_group], key_columns, key_limit=scan_limit)
+        offsets = partition_offsets(admin, physical.values())  # after the snapshot: ends ≥ stored offsets
         kafka_groups = _groups(admin, prefix)
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot read offsets and groups from {settings.bootstrap()}: {exc}") from None
-    wh = _warehouse(settings, [loader_group])
 
     topics: dict[str, Any] = {}
     ends: dict[PartitionKey, int] = {}
@@ -417,24 +401,10 @@ def collect_status(settings: Settings, *, scan_limit: int = DEFAULT_SCAN_LIMIT,
                         "span": sum(r["end"] - r["start"] for r in rows)}
 
     groups = _group_section(prefix, registered, kafka_groups, wh, physical, starts, ends)
-    raw_topics = [t for t in registered.get(LOADER, tuple(LOADED_TABLES)) if t in LOADED_TABLES]
-    reconciliation = _reconcile(settings, raw_topics, physical, logical_of, starts, ends, wh, loader_group,
-                                dlq_group, scan_limit, timeout_s)
-
-    problems: list[str] = []
-    if not wh.reachable:
-        problems.append(f"the warehouse is not reachable: {wh.error}")
-    for name, rec in reconciliation["topics"].items():
-        if not rec["balanced"]:
-            problems.append(f"{name}: " + "; ".join(rec["problems"]))
-        del rec["problems"]
-    dl = reconciliation["dead_letters"]
-    if not dl["caught_up"]:
-        problems.append(f"dead-letters: {dl['pending']} dead letter(s) not yet quarantined "
-                        f"(run `mbyn consume dead-letters`)")
-    if reconciliation["incomplete"]:
-        problems.append("reading did not finish for " + ", ".join(reconciliation["incomplete"]))
-    balanced = not problems
+    rec = _reconcile(settings, raw_topics, physical, logical_of, starts, ends, wh, loader_group, dlq_group, full,
+                     timeout_s)
+    rec["loader_members"] = len(kafka_groups.get(loader_group, {}).get("members", []))
+    verdict, summary, problems = _verdict(rec, wh, scan_limit)
     return {
         "schema": SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -443,14 +413,54 @@ def collect_status(settings: Settings, *, scan_limit: int = DEFAULT_SCAN_LIMIT,
         "warehouse_url": _hide_password(settings.warehouse()),
         "topics": topics,
         "groups": groups,
+        "workers": worker_status(settings),
         "warehouse": {"reachable": wh.reachable, "error": wh.error, "tables": wh.tables,
                       "quarantine": wh.quarantine, "quarantined": sum(r["count"] for r in wh.quarantine)},
-        "reconciliation": reconciliation,
-        "lag": sum(r["pending"] for r in reconciliation["topics"].values()),
-        "balanced": balanced,
-        "verdict": "balanced" if balanced else "not balanced",
+        "reconciliation": rec,
+        "lag": sum(r["pending"] for r in rec["topics"].values()),
+        "balanced": verdict == BALANCED,
+        "verdict": verdict,
+        "summary": summary,
         "problems": problems,
     }
+
+
+def _verdict(rec: dict[str, Any], wh: WarehouseFacts, scan_limit: int) -> tuple[str, str, list[str]]:
+    """(verdict, summary, problems) of the whole reconciliation; pops each topic's ``problems``."""
+    found: list[tuple[str, str]] = []  # (verdict the sentence stands for, sentence)
+    if not wh.reachable:
+        found.append((NOT_CHECKED, f"the warehouse is not reachable: {wh.error}"))
+    if rec["counted_by"] == "offsets":
+        found.append((NOT_CHECKED, f"rows not compared with records: the topics hold more than {scan_limit} "
+                                   "offsets (--scan-limit)"))
+    for name, topic in rec["topics"].items():
+        if topic["problems"]:
+            found.append((topic["verdict"], f"{name}: " + "; ".join(topic["problems"])))
+        elif topic["verdict"] == NOT_CHECKED and rec["counted_by"] == "reading":
+            found.append((NOT_CHECKED, f"{name}: " + topic["notes"][-1]))
+        del topic["problems"]
+    dl = rec["dead_letters"]
+    if not dl["caught_up"]:
+        found.append((LAGGING, f"dead-letters: {dl['pending']} dead letter(s) not yet quarantined "
+                               "(the dead-letters sink: `mbyn consume dead-letters`)"))
+    if rec["incomplete"]:
+        found.append((NOT_CHECKED, "reading did not finish for " + ", ".join(rec["incomplete"])))
+    verdict = reconciliation.worst([v for v, _ in found] + [t["verdict"] for t in rec["topics"].values()])
+    order = {v: i for i, v in enumerate(reconciliation.SEVERITY)}
+    problems = [line for _, line in sorted(found, key=lambda f: order[f[0]])]
+    if verdict == BALANCED:
+        summary = "every record below the loader's position is a row or a quarantine row; nothing is pending"
+    elif verdict == LAGGING:
+        lag = sum(t["pending"] for t in rec["topics"].values())
+        members = rec["loader_members"]
+        who = (f"{rec['loader_group']} has {members} live member(s)" if members else
+               f"{rec['loader_group']} has no live members (start it: `mbyn consume {LOADER}`)")
+        waiting = dl["pending"]
+        summary = (f"{lag} record(s) not loaded yet" + (f", {waiting} dead letter(s) not quarantined yet"
+                                                        if waiting else "") + f"; {who}")
+    else:
+        summary = problems[0] if problems else verdict
+    return verdict, summary, problems
 
 
 def _hide_password(url: str) -> str:
@@ -489,44 +499,34 @@ def _group_section(prefix: str, registered: Mapping[str, tuple[str, ...]], kafka
     return groups
 
 
-def _decode(value: bytes) -> dict[str, Any] | None:
-    try:
-        env = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return env if isinstance(env, dict) else None
-
-
 def _reconcile(settings: Settings, raw_topics: list[str], physical: Mapping[str, str],
                logical_of: Mapping[str, str], starts: Mapping[PartitionKey, int], ends: Mapping[PartitionKey, int],
-               wh: WarehouseFacts, loader_group: str, dlq_group: str, scan_limit: int,
+               wh: WarehouseFacts, loader_group: str, dlq_group: str, full: bool,
                timeout_s: float) -> dict[str, Any]:
-    """Put every record of the raw topics in one bucket (see the module docstring) and compare with the tables."""
+    """Put every record of the raw topics in one bucket (see the module docstring) and compare with the tables.
+
+    ``full``: read every record from the log start (else only from the stored positions: lag, no comparison).
+    """
     raw_physical = {physical[t] for t in raw_topics}
     dlq_physical = physical[DEAD_LETTER_TOPIC]
     loader_pos = wh.stored.get(loader_group, {})
     dlq_pos = wh.stored.get(dlq_group, {})
     quarantined = wh.quarantined_coords.get(loader_group, set())
-    total_span = sum(ends[k] - starts[k] for k in ends if k[0] in raw_physical or k[0] == dlq_physical)
-    full = total_span <= scan_limit
     consumer = reader(settings)
     incomplete: list[PartitionKey] = []
     try:
-        # 1. dead-letters: which loader records are dead-lettered, and which dead letters wait for the sink.
-        dead_lettered: set[Coord] = set()
+        # 1. dead-letters: the loader's dead letters → is the sink's stored position past one of them ("due")?
+        due: dict[Coord, bool] = {}
         dl_tally = _Tally()
 
         def on_dead_letter(msg: Message) -> None:
             dl_tally.records += 1
-            if int(msg.offset() or 0) >= dlq_pos.get((msg.topic() or "", int(msg.partition() or 0)), 0):
-                dl_tally.pending += 1
-            headers = {k: v for k, v in headers_of(msg) if isinstance(v, bytes)}
-            try:
-                coord = (headers["dlq.topic"].decode(), int(headers["dlq.partition"]), int(headers["dlq.offset"]))
-            except (KeyError, ValueError, UnicodeDecodeError):
-                return  # not written by the runtime: no coordinates to match
-            if headers.get("dlq.consumer_group", b"").decode(errors="replace") == loader_group:
-                dead_lettered.add(coord)
+            waiting = int(msg.offset() or 0) >= dlq_pos.get((msg.topic() or "", int(msg.partition() or 0)), 0)
+            dl_tally.pending += waiting
+            info = parse_headers(headers_of(msg))
+            coord = info.coordinates  # None: not written by a consumer, nothing to match
+            if coord is not None and info.consumer_group == loader_group:
+                due[coord] = due.get(coord, False) or not waiting
 
         dl_ranges = {k: (starts[k] if full else max(starts[k], dlq_pos.get(k, 0)), ends[k])
                      for k in ends if k[0] == dlq_physical}
@@ -547,12 +547,17 @@ def _reconcile(settings: Settings, raw_topics: list[str], physical: Mapping[str,
                     tally.pending_keys.add(pending_key)
             elif coord in quarantined:
                 tally.quarantined += 1
-            elif coord in dead_lettered:
-                tally.awaiting += 1
+            elif coord in due:
+                if due[coord]:  # the sink has stored a position past its dead letter: the row was deleted
+                    tally.missing_quarantine.append(f"{coord[0]}[{coord[1]}]@{coord[2]}")
+                else:
+                    tally.awaiting += 1
             else:
                 readable, row_key = _row_key(topic, msg)
                 if not readable:
                     tally.unreadable += 1
+                    if len(tally.lost) < reconciliation.LISTED_KEYS:
+                        tally.lost.append(f"{coord[0]}[{coord[1]}]@{coord[2]}")
                     return
                 tally.loaded += 1
                 if msg.value() is None:
@@ -582,50 +587,54 @@ def _reconcile(settings: Settings, raw_topics: list[str], physical: Mapping[str,
         "incomplete": [f"{t}[{p}]" for t, p in incomplete],
         "topics": result,
         "dead_letters": {"span": dl_span, "records": dl_tally.records if full else None,
-                         "pending": dl_tally.pending, "from_loader": len(dead_lettered) if full else None,
+                         "pending": dl_tally.pending, "from_loader": len(due) if full else None,
                          "caught_up": dl_tally.pending == 0},
     }
 
 
 def _row_key(topic: str, msg: Message) -> tuple[bool, Any]:
-    """(readable, row key) of one raw record: unreadable when its value is not JSON or has no key field.
+    """(readable, row key) of one raw record: unreadable when the codec refuses it or it has no key field.
 
-    A tombstone (no value) is readable; its row key comes from the message key.
+    A tombstone (no value on a compacted topic) is readable; its row key comes from the message key.
     """
-    value = msg.value()
-    env = None if value is None else _decode(value)
-    if value is not None and env is None:
-        return False, None
+    key = msg.key()
     try:
-        return True, LOADED_TABLES[topic].key_of(env, msg.key())
-    except (KeyError, TypeError):
+        env = decode_record(topic, key, msg.value())
+        return True, reconciliation.row_key(LOADED_TABLES[topic].key_of(env, key))
+    except (PoisonRecordError, KeyError, TypeError):
         return False, None
 
 
 def _topic_verdict(topic: str, tally: _Tally, phys: str, starts: Mapping[PartitionKey, int],
                    ends: Mapping[PartitionKey, int], wh: WarehouseFacts, reasons: Mapping[str, int],
                    full: bool) -> dict[str, Any]:
-    """Compare one raw topic's buckets with its table; explain every difference in ``notes``."""
+    """Compare one raw topic's buckets with its table's keys; name every difference, explain the rest in notes."""
     spec = LOADED_TABLES[topic]
     parts = [k for k in ends if k[0] == phys]
     span = sum(ends[k] - starts[k] for k in parts)
     expired = sum(starts[k] for k in parts)
     rows = wh.tables.get(spec.table)
+    table_keys = wh.keys.get(spec.table)
     notes: list[str] = []
-    problems: list[str] = []
+    imbalance: list[str] = []
+    lag: list[str] = []
     if tally.pending:
-        problems.append(f"{tally.pending} record(s) not loaded yet (loader lag)")
+        lag.append(f"{tally.pending} record(s) not loaded yet (loader lag)")
     if tally.awaiting:
-        problems.append(f"{tally.awaiting} record(s) dead-lettered but not yet in quarantine "
-                        "(run `mbyn consume dead-letters`)")
+        lag.append(f"{tally.awaiting} record(s) dead-lettered, their dead letters not yet quarantined")
     if tally.unreadable:
-        problems.append(f"{tally.unreadable} record(s) below the loader's position are neither loaded nor "
-                        "quarantined")
+        imbalance.append(f"{tally.unreadable} record(s) below the loader's position neither loaded nor "
+                         f"quarantined ({name_keys(tally.lost)})")
+    if tally.missing_quarantine:
+        imbalance.append(f"quarantine row(s) missing for dead-lettered record(s) {name_keys(tally.missing_quarantine)}")
     quarantined_total = sum(reasons.values())
     if quarantined_total:
         detail = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
         notes.append(f"{quarantined_total} record(s) quarantined ({detail})")
     expected = collapsed = without_record = None
+    missing: set[Any] | None = None
+    extra: set[Any] | None = None
+    checked = full
     if full:
         expected = len(tally.keys)
         collapsed = tally.loaded - tally.tombstones_without_row - expected
@@ -645,36 +654,41 @@ def _topic_verdict(topic: str, tally: _Tally, phys: str, starts: Mapping[Partiti
             notes.append(f"{expired} offset(s) before the log start were deleted (retention/compaction); rows "
                          "loaded from them cannot be matched")
         if rows is None:
-            if expected:
-                problems.append(f"table {spec.table} does not exist but {expected} row(s) are expected")
-        elif rows < expected:
-            problems.append(f"table {spec.table} has {rows} row(s), {expected - rows} fewer than the {expected} "
-                            f"distinct {spec.key} value(s) loaded")
-        elif rows > expected:
-            extra = (f"table {spec.table} has {rows - expected} row(s) more than the {expected} distinct "
-                     f"{spec.key} value(s) on the topic")
-            ahead = len(tally.pending_keys - tally.keys)
-            if rows - expected <= ahead:
-                # Records past the loader's position whose rows already exist: another writer of the table
-                # (the shipments batch DAG) or rows committed after the positions were read (a live pipeline).
-                notes.append(f"{rows - expected} row(s) for record(s) past the loader's position (another "
-                             "writer of the table, or loaded after the positions were read)")
-            elif expired:
-                notes.append(extra + " (from deleted offsets)")
-            else:
-                problems.append(extra + " (rows from another topic prefix, or from records no longer on the topic)")
+            missing, extra = set(tally.keys), set()
+        elif table_keys is None:
+            checked = False
+            notes.append(f"table {spec.table} has {rows} rows, more than the scan limit: rows not compared")
+        else:
+            missing, extra = tally.keys - table_keys, table_keys - tally.keys
+            ahead = extra & tally.pending_keys
+            if ahead:  # another writer of the table (the shipments batch DAG) loaded records the loader has not
+                notes.append(f"{len(ahead)} row(s) for record(s) past the loader's position (another writer "
+                             "of the table)")
+                extra -= ahead
+            if extra and expired:
+                notes.append(f"{len(extra)} row(s) without a record: loaded from deleted offsets")
+                extra = set()
+        if missing:
+            where = f"no row in {spec.table}" if rows is not None else f"table {spec.table} does not exist"
+            imbalance.append(f"missing {spec.key} {name_keys(missing)} ({where})")
+        if extra:
+            imbalance.append(f"extra {spec.key} {name_keys(extra)} (row(s) in {spec.table} without a record "
+                             "on the topic)")
     else:
         notes.append(f"not read record by record ({span} offsets exceed the scan limit): positions checked, "
                      "rows not compared")
+    verdict = NOT_BALANCED if imbalance else NOT_CHECKED if not checked else LAGGING if lag else BALANCED
     return {
         "table": spec.table, "key": spec.key, "span": span, "expired": expired,
         "records": tally.records if full else None, "offsets_without_record": without_record,
         "pending": tally.pending, "quarantined": tally.quarantined if full else quarantined_total,
         "quarantine_reasons": dict(reasons), "awaiting_quarantine": tally.awaiting if full else None,
+        "missing_quarantine": tally.missing_quarantine[:reconciliation.LISTED_KEYS] if full else None,
         "unreadable": tally.unreadable if full else None, "loaded": tally.loaded if full else None,
         "tombstones": tally.tombstones if full else None, "collapsed": collapsed, "expected_rows": expected,
-        "rows": rows, "caught_up": tally.pending == 0, "balanced": not problems, "notes": notes,
-        "problems": problems,
+        "rows": rows, "missing_keys": None if missing is None else listed(missing),
+        "extra_keys": None if extra is None else listed(extra), "caught_up": tally.pending == 0,
+        "verdict": verdict, "balanced": verdict == BALANCED, "notes": notes, "problems": imbalance + lag,
     }
 
 
@@ -684,6 +698,9 @@ def _topic_verdict(topic: str, tally: _Tally, phys: str, starts: Mapping[Partiti
 def render_text(status: Mapping[str, Any]) -> str:
     """The status as compact text tables (what ``mbyn status`` prints)."""
     from mbyn.warehouse.commands import format_table
+
+    def num(value: Any) -> str:
+        return "-" if value is None else str(value)
 
     out: list[str] = [f"mbyn status  {status['generated_at']}  kafka {status['bootstrap_servers']}  "
                       f"prefix {status['topic_prefix'] or '(none)'}  warehouse {status['warehouse_url']}", ""]
@@ -697,6 +714,12 @@ def render_text(status: Mapping[str, Any]) -> str:
              sum(1 for p in info["partitions"] if p["committed"] is not None or p["stored"] is not None),
              info["lag"]) for g, info in status["groups"].items()]
     out += ["CONSUMER GROUPS", format_table(["group", "state", "members", "client ids", "positions", "lag"], rows), ""]
+    workers = status.get("workers") or {}
+    if workers.get("copies"):
+        rows = [(c["label"], c["state"], c["restarts"], c["recent_restarts"], num(c["last_exit_code"]),
+                 c["last_error"] or "-") for c in workers["copies"]]
+        out += ["WORKERS (mbyn run)", format_table(["copy", "state", "restarts", "last 5 min", "last exit",
+                                                    "last error line"], rows), ""]
     wh = status["warehouse"]
     if wh["reachable"]:
         rows = [(t, n) for t, n in sorted(wh["tables"].items())]
@@ -708,24 +731,27 @@ def render_text(status: Mapping[str, Any]) -> str:
     else:
         out += [f"WAREHOUSE: not reachable ({wh['error']})", ""]
     rec = status["reconciliation"]
-
-    def num(value: Any) -> str:
-        return "-" if value is None else str(value)
-
     rows = [(t, r["table"], num(r["records"]), r["pending"], r["quarantined"], num(r["loaded"]),
-             num(r["collapsed"]), num(r["expected_rows"]), num(r["rows"]), "ok" if r["balanced"] else "NO")
+             num(r["collapsed"]), num(r["expected_rows"]), num(r["rows"]), _SHORT[r["verdict"]])
             for t, r in rec["topics"].items()]
     out += [f"RECONCILIATION (group {rec['loader_group']}, counted by {rec['counted_by']})",
             format_table(["topic", "table", "records", "pending", "quarant.", "loaded", "collapsed", "expected",
-                          "rows", "ok"], rows)]
+                          "rows", "verdict"], rows)]
     for t, r in rec["topics"].items():
         for note in r["notes"]:
             out.append(f"  {t}: {note}")
     dl = rec["dead_letters"]
     out.append(f"  dead-letters: {num(dl['records'])} record(s), {dl['pending']} waiting for the dead-letters sink")
-    out += ["", f"VERDICT: {status['verdict'].upper()}"]
+    out += ["", f"VERDICT: {status['verdict'].upper()} — {status['summary']}"]
     out += [f"  - {p}" for p in status["problems"]]
+    for label in workers.get("crash_looping", []):
+        copy = next(c for c in workers["copies"] if c["label"] == label)
+        out.append(f"WORKER CRASH-LOOPING: {label} restarted {copy['recent_restarts']} times in the last "
+                   f"{workers['window_s'] // 60} min; last error: {copy['last_error'] or '-'}")
     return "\n".join(out)
+
+
+_SHORT = {BALANCED: "ok", LAGGING: "lag", NOT_BALANCED: "NO", NOT_CHECKED: "n/c"}
 
 
 def _status_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -735,13 +761,13 @@ def _status_command(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(render_text(status))
     sys.stdout.flush()
-    return EXIT_BALANCED if status["balanced"] else EXIT_NOT_BALANCED
+    return EXIT_CODES[status["verdict"]]
 
 
 def register(sub: Any) -> None:
     """``mbyn status [--json] [--scan-limit N]``."""
     p = sub.add_parser("status", help="topics, consumer groups, warehouse and the reconciliation verdict "
-                                      "(exit 0 balanced, 4 not balanced)")
+                                      "(exit 0 balanced or lagging, 4 not balanced, 5 not checked)")
     p.add_argument("--json", action="store_true", help='one JSON document ("schema": "mbyn.status/1")')
     p.add_argument("--scan-limit", type=int, default=DEFAULT_SCAN_LIMIT,
                    help="read records one by one only up to this many offsets (default %(default)s)")

@@ -7,8 +7,12 @@ exponential back-off (1 s … 60 s, reset after a minute of healthy running). On
 ``duration`` is over, every process group gets SIGTERM (producers flush, consumers finish their batch and
 commit), then SIGKILL after ``grace`` seconds. Nothing is left behind.
 
-The running workers are recorded in ``var/run/workers.json`` so that ``mbyn down`` in another terminal
-can stop a pipeline whose terminal was closed.
+The running workers are recorded in ``var/run/workers.json`` (written atomically: temporary file, fsync,
+rename; mode 0600) so that ``mbyn down`` in another terminal can stop a pipeline whose terminal was closed.
+The same file records each copy's exits: how often it was restarted, its last exit code and time, and its
+last error line (the last line of its log since that start that mentions an error, else its last line).
+``worker_status`` reads it for ``mbyn status`` and the pipeline view: a copy that exited at least
+``CRASH_LOOP_RESTARTS`` times within ``CRASH_LOOP_WINDOW_S`` is ``crash-looping``.
 
 Secured mode (``MBYN_SECURITY=scram``) against the local cluster: each copy authenticates as its own
 service — ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` of the worker's name from the local secret
@@ -20,11 +24,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mbyn.errors import ConfigError
 from mbyn.runtime import StopFlag, stop_process_groups
@@ -46,6 +54,14 @@ DEFAULT_SCALE: dict[str, int] = {
     "consume:lag-monitor": 1,
 }
 #: Extra arguments per worker in the demo (rates chosen so that a laptop stays responsive).
+#: A copy that exited this many times within the window is shown as crash-looping.
+CRASH_LOOP_RESTARTS = 3
+CRASH_LOOP_WINDOW_S = 300
+#: Exit times kept per copy; how much of a log's end is searched for the last error line, and its longest form.
+KEPT_EXITS = 20
+LOG_TAIL_BYTES = 64 * 1024
+MAX_ERROR_LINE = 300
+_ERROR_WORDS = re.compile(r"error|exception|fatal|traceback|refused|denied|killed", re.IGNORECASE)
 DEFAULT_ARGS: dict[str, list[str]] = {
     "produce:clickstream": ["--rate", "25", "--invalid-ratio", "0.005"],
     "produce:shipments": ["--stage-delay", "5"],
@@ -63,6 +79,10 @@ class Copy:
     restarts: int = 0
     next_start: float = 0.0
     failures: int = 0
+    log_start: int = 0  # size of the log when this run of the copy started: its own output follows
+    exits: list[float] = field(default_factory=list)  # wall-clock times of the latest exits
+    last_exit_code: int | None = None
+    last_error: str | None = None
 
     @property
     def label(self) -> str:
@@ -76,6 +96,9 @@ class Supervisor:
     extra_env: dict[str, str] = field(default_factory=dict)
     grace: float = 30.0
     copies: list[Copy] = field(default_factory=list)
+    backoff_s: float = 1.0  # first restart delay; doubles per failure up to max_backoff_s
+    max_backoff_s: float = 60.0
+    poll_s: float = 1.0  # how often exited copies are looked for
 
     def __post_init__(self) -> None:
         logs = self.settings.logs_dir / "workers"
@@ -104,17 +127,20 @@ class Supervisor:
 
     def _start(self, copy: Copy) -> None:
         with open(copy.log_path, "ab") as out:
+            copy.log_start = out.tell()
             copy.proc = subprocess.Popen(copy.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self._env(copy), start_new_session=True)
         copy.started = time.monotonic()
         self._save()
 
     def _save(self) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        """Write the state file atomically (see the module docstring): never half-written, private to the user."""
         pids = {c.label: c.proc.pid for c in self.copies if c.proc is not None and c.proc.poll() is None}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"supervisor": os.getpid(), "workers": pids}, indent=2))
-        tmp.replace(self.state_file)
+        copies = {c.label: {"worker": c.worker, "pid": pids.get(c.label), "restarts": c.restarts,
+                            "exits": c.exits, "last_exit_code": c.last_exit_code, "last_error": c.last_error,
+                            "log": str(c.log_path)} for c in self.copies}
+        state = {"supervisor": os.getpid(), "workers": pids, "updated_at": time.time(), "copies": copies}
+        write_private_json(self.state_file, state)
 
     def start(self) -> None:
         """Start every copy (returns at once)."""
@@ -129,7 +155,7 @@ class Supervisor:
                 log.info("duration reached")
                 return
             self._watch()
-            stop.wait(1.0)
+            stop.wait(self.poll_s)
 
     def run(self, stop: StopFlag, duration: float | None = None) -> dict[str, int]:
         """start + supervise + stop_all; returns restarts per copy."""
@@ -156,10 +182,15 @@ class Supervisor:
                     copy.failures = 0
                 continue
             copy.failures += 1
-            delay = min(60.0, 2.0 ** (copy.failures - 1))
-            log.warning("%s exited with code %s; restarting in %.0fs (see %s)", copy.label, code, delay, copy.log_path)
+            delay = min(self.max_backoff_s, self.backoff_s * 2.0 ** (copy.failures - 1))
+            copy.exits = [*copy.exits, time.time()][-KEPT_EXITS:]
+            copy.last_exit_code = code
+            copy.last_error = last_error_line(copy.log_path, copy.log_start) or _describe_exit(code)
+            log.warning("%s exited with code %s; restarting in %.0fs (see %s): %s", copy.label, code, delay,
+                        copy.log_path, copy.last_error)
             copy.proc = None
             copy.next_start = now + delay
+            self._save()
 
     def stop_all(self) -> None:
         """SIGTERM every process group, wait up to ``grace``, then SIGKILL what is left."""
@@ -173,6 +204,114 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 pass
         self.state_file.unlink(missing_ok=True)
+
+
+def write_private_json(path: Path, document: Any) -> None:
+    """Write ``document`` to ``path`` atomically: a 0600 temporary file, fsync, rename, fsync of the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(document, out, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def last_error_line(log_path: Path, start: int = 0) -> str | None:
+    """The last line of ``log_path`` after byte ``start`` that mentions an error (else its last non-empty
+    line), at most ``MAX_ERROR_LINE`` characters; None when there is none or the log cannot be read."""
+    try:
+        with open(log_path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(start, size - LOG_TAIL_BYTES))
+            tail = f.read()
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return None
+    line = next((ln for ln in reversed(lines) if _ERROR_WORDS.search(ln)), lines[-1])
+    return line if len(line) <= MAX_ERROR_LINE else line[: MAX_ERROR_LINE - 1] + "…"
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name} (no output)"
+        except ValueError:
+            return f"killed by signal {-code} (no output)"
+    return f"exited with code {code} (no output)"
+
+
+def worker_status(settings: Settings, now: float | None = None) -> dict[str, Any]:
+    """The copies of a running ``mbyn run`` (its state file) with their restarts and state; never raises.
+
+    A copy is ``crash-looping`` when it exited ``CRASH_LOOP_RESTARTS`` times within ``CRASH_LOOP_WINDOW_S``
+    (while the supervisor runs), ``restarting`` while it waits for its next start, ``running`` otherwise;
+    ``unknown`` when the supervisor that wrote the file is gone. ``supervisor`` is None without a run.
+    """
+    path = settings.var_dir / "run" / "workers.json"
+    result: dict[str, Any] = {"state_file": str(path), "supervisor": None, "copies": [], "crash_looping": [],
+                              "window_s": CRASH_LOOP_WINDOW_S}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return result
+    if not isinstance(state, dict):
+        return result
+    now = time.time() if now is None else now
+    pid = state.get("supervisor")
+    running = isinstance(pid, int) and _alive(pid)
+    updated = state.get("updated_at")
+    result["supervisor"] = {"pid": pid, "running": running,
+                            "updated_at": _iso(updated) if isinstance(updated, int | float) else None}
+    copies = state.get("copies")
+    for label, info in sorted(copies.items() if isinstance(copies, dict) else []):
+        if not isinstance(info, dict):
+            continue
+        exits = [t for t in info.get("exits") or [] if isinstance(t, int | float)]
+        recent = sum(1 for t in exits if now - t <= CRASH_LOOP_WINDOW_S)
+        if not running:
+            copy_state = "unknown"
+        elif recent >= CRASH_LOOP_RESTARTS:
+            copy_state = "crash-looping"
+        else:
+            copy_state = "running" if info.get("pid") else "restarting"
+        result["copies"].append({
+            "label": str(label), "worker": info.get("worker"), "pid": info.get("pid"), "state": copy_state,
+            "restarts": info.get("restarts", 0), "recent_restarts": recent,
+            "last_exit_code": info.get("last_exit_code"), "last_exit_at": _iso(exits[-1]) if exits else None,
+            "last_error": info.get("last_error"), "log": info.get("log")})
+        if copy_state == "crash-looping":
+            result["crash_looping"].append(str(label))
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def _iso(ts: float) -> str | None:
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _supports_instance_id(name: str) -> bool:

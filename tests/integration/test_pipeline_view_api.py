@@ -141,7 +141,7 @@ def test_topic_detail_messages_search_and_export(client: Any, topics: Settings) 
 def test_status_reports_and_page(client: Any, topics: Settings) -> None:
     _produce(topics)
     status = client.get("/api/status").json()
-    assert status["schema"] == "mbyn.status/1" and status["balanced"] is False
+    assert status["schema"] == "mbyn.status/1" and status["balanced"] is False and status["verdict"] == "lagging"
     assert status["reconciliation"]["topics"]["orders"]["pending"] == 2
 
     report = topics.reports_dir / "incidents" / "A-1.html"
@@ -158,3 +158,62 @@ def test_status_reports_and_page(client: Any, topics: Settings) -> None:
     assert "http" not in page.text.replace("http-equiv", ""), "the page must not load anything remote"
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
+
+
+#: Raw records nothing may choke on: (topic, key, value, headers).
+HOSTILE: list[tuple[str, bytes | None, bytes | None, list[tuple[str, str | bytes | None]] | None]] = [
+    ("orders", b"O-bad-1", b"not json at all", None),
+    ("orders", b"O-bad-2", b"[" * 100_000 + b"]" * 100_000, None),
+    ("orders", b"O-bad-3", b'{"schema_version": 1, "amount": NaN}', None),
+    ("orders", b"O-bad-4", b'{"schema_version": 1, "event_id": "\\ud800"}', [("note", b"\xff\xfe")]),
+    ("orders", None, b'{"schema_version": 1}', None),
+    ("clickstream", b"\xff\xfe", b"\xff\xfe\x00 binary", [("dlq.offset", b"-1"), ("dlq.topic", b"\xc3")]),
+    ("dead-letters", None, b"[" * 100_000, [("dlq.partition", b"x"), ("dlq.consumer_group", b"\xff")]),
+]
+
+
+def test_hostile_records_never_break_status_or_the_view(client: Any, topics: Settings) -> None:
+    from confluent_kafka import Producer
+
+    from mbyn.consumers.dead_letters import DeadLetterSink
+    from mbyn.consumers.warehouse_loader import WarehouseLoader
+    from mbyn.kafka.consumer import run_consumer
+
+    producer = Producer({"bootstrap.servers": topics.bootstrap()})
+    for topic, key, value, headers in HOSTILE:
+        producer.produce(topics.topic_prefix + topic, value=value, key=key, headers=headers)
+    assert producer.flush(30) == 0
+    # Not here: a header NAME that is not UTF-8 (kcat -H). confluent-kafka raises SystemError on headers() for
+    # it and the process later dies of memory corruption — see the report on issue #12.
+
+    for path in ("/api/status", "/api/graph", "/api/groups", "/api/workers", "/api/topics/orders/messages",
+                 "/api/topics/clickstream/messages", "/api/topics/dead-letters/messages",
+                 "/api/topics/orders/export?format=csv"):
+        response = client.get(path, params={"limit": 50} if "messages" in path else None)
+        assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:500]}"
+    shown = client.get("/api/topics/orders/messages", params={"limit": 50}).json()["messages"]
+    assert len(shown) == 5 and {m["value_encoding"] for m in shown} == {"text", "json"}
+    assert client.get("/api/status").json()["verdict"] == "lagging"
+
+    run_consumer(WarehouseLoader(topics), topics, idle_exit=3)
+    run_consumer(DeadLetterSink(topics), topics, idle_exit=3)
+    from mbyn.status import collect_status
+
+    doc = collect_status(topics)
+    assert doc["verdict"] == "balanced", doc["problems"]
+    assert doc["reconciliation"]["topics"]["orders"]["quarantined"] == 5
+    assert doc["reconciliation"]["topics"]["clickstream"]["quarantined"] == 1
+
+
+def test_a_crash_looping_worker_is_shown_in_the_view(client: Any, topics: Settings) -> None:
+    from tests.integration.test_status import crash_looping_worker
+
+    with crash_looping_worker(topics):
+        workers = client.get("/api/workers").json()
+        assert workers["crash_looping"] == ["warehouse-loader#0"]
+        assert workers["copies"][0]["last_error"] == "RuntimeError: cannot reach the warehouse"
+        status = client.get("/api/status").json()
+        assert status["workers"]["copies"][0]["state"] == "crash-looping"
+        graph = client.get("/api/graph").json()
+        loader = next(g for g in graph["groups"] if g["name"] == "warehouse-loader")
+        assert loader["crash_looping"] == ["warehouse-loader#0"]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
+from mbyn.reconciliation import name_keys, row_key, worst
 from mbyn.status import LOADED_TABLES, WarehouseFacts, _Tally, _topic_verdict, render_text
 
 PHYS = "p-clickstream"
 
 
 def verdict(tally: _Tally, rows: int | None, starts: dict[Any, int] | None = None, full: bool = True,
-            topic: str = "clickstream", reasons: dict[str, int] | None = None) -> dict[str, Any]:
+            topic: str = "clickstream", reasons: dict[str, int] | None = None,
+            keys: set[Any] | None = None, keys_read: bool = True) -> dict[str, Any]:
+    """``_topic_verdict`` against a table of ``rows`` rows: the loaded keys first, then made-up extra keys ``x0``…
+    (or exactly ``keys``)."""
     ends = {(PHYS, 0): 60, (PHYS, 1): 40}
-    facts = WarehouseFacts(reachable=True, tables={} if rows is None else {LOADED_TABLES[topic].table: rows})
+    table = LOADED_TABLES[topic].table
+    if keys is None and rows is not None:
+        keys = set(sorted(tally.keys, key=str)[:rows]) | {f"x{i}" for i in range(rows - len(tally.keys))}
+    facts = WarehouseFacts(reachable=True, tables={} if rows is None else {table: rows},
+                           keys={} if keys is None or not keys_read else {table: keys})
     return _topic_verdict(topic, tally, PHYS, starts or {(PHYS, 0): 0, (PHYS, 1): 0}, ends, facts, reasons or {},
                           full)
 
@@ -27,7 +36,8 @@ def loaded(n: int, distinct: int, **extra: int) -> _Tally:
 
 def test_every_record_loaded_once_is_balanced() -> None:
     result = verdict(loaded(100, 100), rows=100)
-    assert result["balanced"] and result["problems"] == []
+    assert result["balanced"] and result["problems"] == [] and result["verdict"] == "balanced"
+    assert result["missing_keys"] == [] and result["extra_keys"] == []
     assert result["expected_rows"] == 100 and result["collapsed"] == 0 and result["offsets_without_record"] == 0
 
 
@@ -47,30 +57,43 @@ def test_quarantined_records_and_markers_are_explained() -> None:
     assert any("transaction markers" in n for n in result["notes"])
 
 
-def test_pending_missing_rows_and_lost_records_are_problems() -> None:
-    assert verdict(loaded(80, 80, pending=20), rows=80)["problems"] == ["20 record(s) not loaded yet (loader lag)"]
-    missing = verdict(loaded(100, 100), rows=95)
-    assert not missing["balanced"] and "5 fewer" in missing["problems"][0]
+def test_lag_is_lagging_and_missing_rows_or_lost_records_are_not_balanced() -> None:
+    lagging = verdict(loaded(80, 80, pending=20), rows=80)
+    assert lagging["problems"] == ["20 record(s) not loaded yet (loader lag)"] and lagging["verdict"] == "lagging"
+    waiting = verdict(loaded(98, 98, awaiting=2), rows=98)
+    assert "not yet quarantined" in waiting["problems"][0] and waiting["verdict"] == "lagging"
+
+    tally = loaded(100, 100)
+    missing = verdict(tally, rows=99, keys=tally.keys - {"e42"})
+    assert missing["verdict"] == "not balanced" and missing["missing_keys"] == ["e42"]
+    assert missing["problems"] == ["missing event_id e42 (no row in clicks)"]
     lost = loaded(99, 99, unreadable=1)
-    assert not verdict(lost, rows=99)["balanced"]
-    waiting = loaded(98, 98, awaiting=2)
-    assert "dead-lettered but not yet in quarantine" in verdict(waiting, rows=98)["problems"][0]
+    lost.lost = ["p-clickstream[1]@7"]
+    result = verdict(lost, rows=99)
+    assert result["verdict"] == "not balanced" and "p-clickstream[1]@7" in result["problems"][0]
+    gone = loaded(99, 99, quarantined=1)
+    gone.missing_quarantine = ["p-clickstream[0]@3"]
+    result = verdict(gone, rows=99)
+    assert result["verdict"] == "not balanced"
+    assert result["problems"] == ["quarantine row(s) missing for dead-lettered record(s) p-clickstream[0]@3"]
 
 
 def test_rows_written_for_records_past_the_loaders_position_are_explained_not_extra() -> None:
     # Another writer of the table (the shipments batch DAG) loaded 5 records the loader has not reached.
     tally = loaded(95, 95, pending=5)
     tally.pending_keys = {f"e{i}" for i in range(95, 100)}
-    result = verdict(tally, rows=100)
-    assert result["problems"] == ["5 record(s) not loaded yet (loader lag)"]
-    assert any("past the loader's position" in n for n in result["notes"])
-    # More extra rows than pending records can explain is still a problem.
-    too_many = verdict(tally, rows=103)
-    assert any("8 row(s) more than the 95" in p for p in too_many["problems"])
+    result = verdict(tally, rows=100, keys=tally.keys | tally.pending_keys)
+    assert result["problems"] == ["5 record(s) not loaded yet (loader lag)"] and result["verdict"] == "lagging"
+    assert "5 row(s) for record(s) past the loader's position (another writer of the table)" in result["notes"]
+    # Rows no record explains are named.
+    too_many = verdict(tally, rows=103, keys=tally.keys | tally.pending_keys | {"z1", "z2", "z3"})
+    assert too_many["verdict"] == "not balanced" and too_many["extra_keys"] == ["z1", "z2", "z3"]
+    assert "extra event_id z1, z2, z3 (row(s) in clicks without a record on the topic)" in too_many["problems"]
 
 
 def test_extra_rows_are_fine_only_when_records_expired() -> None:
-    assert not verdict(loaded(100, 100), rows=120)["balanced"]
+    extra = verdict(loaded(100, 100), rows=120)
+    assert extra["verdict"] == "not balanced" and "extra event_id x0, x1, x10 … (+17)" in extra["problems"][0]
     expired = verdict(loaded(100, 100), rows=120, starts={(PHYS, 0): 20, (PHYS, 1): 0})
     assert expired["balanced"] and expired["expired"] == 20
     assert any("deleted offsets" in n for n in expired["notes"])
@@ -90,8 +113,14 @@ def test_tombstones_of_dimensions_and_fx() -> None:
 
 def test_offsets_mode_checks_positions_only() -> None:
     result = verdict(_Tally(), rows=3, full=False)
-    assert result["balanced"] and result["records"] is None and result["expected_rows"] is None
+    assert result["verdict"] == "not checked" and not result["balanced"]
+    assert result["records"] is None and result["expected_rows"] is None and result["missing_keys"] is None
     assert any("scan limit" in n for n in result["notes"])
+    # A table too big to read its keys: not checked either, never balanced.
+    too_big = verdict(loaded(10, 10), rows=10, keys_read=False)
+    assert too_big["verdict"] == "not checked" and any("more than the scan limit" in n for n in too_big["notes"])
+    no_table = verdict(loaded(10, 10), rows=None)
+    assert no_table["verdict"] == "not balanced" and "(table clicks does not exist)" in no_table["problems"][0]
 
 
 def test_row_keys_per_topic() -> None:
@@ -102,6 +131,17 @@ def test_row_keys_per_topic() -> None:
     assert LOADED_TABLES["customers"].key_of(None, b"C9") == "C9"  # tombstone: the key names the row
     assert LOADED_TABLES["fx-rates"].key_of(env, b"USD") == ("USD", "2026-11-25")
     assert LOADED_TABLES["fx-rates"].key_of(None, b"USD") is None
+    # A key from a record and the same key from a DATE column compare equal.
+    assert row_key(LOADED_TABLES["fx-rates"].key_of(env, b"USD")) == row_key(("USD", date(2026, 11, 25)))
+
+
+def test_worst_verdict_and_named_keys() -> None:
+    assert worst([]) == "balanced"
+    assert worst(["balanced", "lagging"]) == "lagging"
+    assert worst(["lagging", "not checked"]) == "not checked"
+    assert worst(["not checked", "not balanced", "balanced"]) == "not balanced"
+    assert name_keys(["b", "a"]) == "a, b"
+    assert name_keys([("USD", "2026-11-25")]) == "(USD, 2026-11-25)"
 
 
 def test_render_text_shows_tables_and_verdict() -> None:
@@ -117,8 +157,15 @@ def test_render_text_shows_tables_and_verdict() -> None:
         "reconciliation": {"loader_group": "warehouse-loader", "counted_by": "reading",
                            "topics": {"clickstream": rec},
                            "dead_letters": {"records": 0, "pending": 0}},
-        "verdict": "not balanced", "problems": ["clickstream: 1 record(s) not loaded yet (loader lag)"],
+        "workers": {"copies": [{"label": "warehouse-loader#0", "state": "crash-looping", "restarts": 4,
+                                "recent_restarts": 4, "last_exit_code": 1, "last_error": "ValueError: boom"}],
+                    "crash_looping": ["warehouse-loader#0"], "window_s": 300},
+        "verdict": "lagging", "summary": "1 record(s) not loaded yet; warehouse-loader has 2 live member(s)",
+        "problems": ["clickstream: 1 record(s) not loaded yet (loader lag)"],
     }
     text = render_text(status)
-    assert "VERDICT: NOT BALANCED" in text and "1 record(s) not loaded yet" in text
+    assert "VERDICT: LAGGING — 1 record(s) not loaded yet; warehouse-loader has 2 live member(s)" in text
+    assert "clickstream | clicks" in text and "| lag" in text
+    assert "WORKER CRASH-LOOPING: warehouse-loader#0 restarted 4 times in the last 5 min; last error: " \
+           "ValueError: boom" in text
     assert "warehouse-loader | stable | 2" in text

@@ -62,6 +62,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
+import gc
 import json
 import logging
 import sys
@@ -114,7 +116,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
     timestamp_ms: int | None
     data: Any = None
 
@@ -141,29 +143,24 @@ class _PolledRecord(Record):
     them (dead-lettering and the lake archiver do).
     """
 
-    _headers: list[tuple[str, bytes]] | None
+    _headers: list[tuple[str, bytes | None]] | None
 
     def __init__(self, message: Message, **fields: Any) -> None:
         self._message: Message | None = message
         super().__init__(headers=None, **fields)  # type: ignore[arg-type]  # the setter below keeps "unread"
 
     @property  # type: ignore[override]
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes | None]]:
         if self._headers is None:
             assert self._message is not None
-            try:
-                headers: list[tuple[str, bytes]] = list(self._message.headers() or [])  # type: ignore[arg-type]
-            except (UnicodeDecodeError, ValueError, SystemError) as exc:  # a header name that is not UTF-8
-                log.warning("%s[%d]@%d: headers unreadable (%s); treated as none", self.physical_topic,
-                            self.partition, self.offset, exc)
-                headers = []
+            headers = message_headers(self._message)
             self._headers = headers
             self._message = None
             return headers
         return self._headers
 
     @headers.setter
-    def headers(self, value: list[tuple[str, bytes]] | None) -> None:
+    def headers(self, value: list[tuple[str, bytes | None]] | None) -> None:
         self._headers = value
 
 
@@ -644,6 +641,37 @@ class ConsumerRuntime:
 
 
 # Decoding -----------------------------------------------------------------------------------------
+
+#: A call through ``ctypes.pythonapi`` raises whatever exception a C function left pending (see below).
+_RAISE_PENDING = ctypes.pythonapi.PyErr_Occurred
+
+
+def message_headers(message: Message) -> list[tuple[str, bytes | None]]:
+    """A consumed message's headers as (name, value) pairs, in order; ``[]`` when they cannot be read.
+
+    The only safe way to read headers from confluent-kafka (2.16): when a header *name* is not UTF-8, its
+    ``Message.headers()`` returns a list holding a tuple with a NULL slot and leaves a UnicodeDecodeError
+    pending (raised at some later, unrelated call), and returns the same broken list on every later call.
+    Unpacking that tuple crashes the interpreter. Here the pending error is raised at once and every tuple
+    is checked for a missing slot before it is touched, so such a record reads as having no headers.
+    """
+    try:
+        raw = message.headers()
+        _RAISE_PENDING()
+    except (ValueError, SystemError):  # the UnicodeDecodeError, raised bare or as "result with an exception set"
+        log.warning("%s[%s]@%s: a header name is not UTF-8; the record's headers are ignored", message.topic(),
+                    message.partition(), message.offset())
+        return []
+    if not raw:
+        return []
+    headers: list[tuple[str, bytes | None]] = []
+    for item in raw:
+        if type(item) is not tuple or len(item) != 2 or len(gc.get_referents(item)) != 2:
+            return []  # the broken list of an earlier call (a slot is NULL): never unpack it
+        name, value = item
+        headers.append((name, value.encode() if isinstance(value, str) else value))
+    return headers
+
 
 def decode_envelope(record: Record, catalog: Catalog | None = None) -> dict[str, Any] | None:
     """The record's envelope (``mbyn.contracts.codec.decode_record``); ``None`` for a tombstone.

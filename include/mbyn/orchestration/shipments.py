@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mbyn.consumers.warehouse_loader import WarehouseLoader
 from mbyn.contracts.codec import decode_record
 from mbyn.errors import BrokerUnavailableError, SinkUnavailableError
-from mbyn.kafka.consumer import Batch, Record, dead_letter_producer, send_dead_letter
+from mbyn.kafka.consumer import Batch, Record, dead_letter_producer, message_headers, send_dead_letter
 from mbyn.orchestration.connections import KAFKA_CONN_ID, connection_group_id
 from mbyn.settings import Settings, get_settings
 from mbyn.warehouse.engine import init_schema, sink_errors, warehouse_engine
@@ -84,7 +84,7 @@ def _record(message: Any) -> Record:
     timestamp_type, timestamp = message.timestamp()
     return Record(topic=TOPIC, physical_topic=message.topic() or "", partition=int(message.partition() or 0),
                   offset=int(message.offset() or 0), key=message.key(), value=message.value(),
-                  headers=list(message.headers() or []),
+                  headers=message_headers(message),
                   timestamp_ms=timestamp if timestamp_type != 0 else None)  # 0 = TIMESTAMP_NOT_AVAILABLE
 
 

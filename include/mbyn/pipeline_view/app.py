@@ -9,8 +9,10 @@ Routes (relative to the mount point):
 
 * ``/`` — the page (static HTML + JS + CSS from ``static/``, no build step, nothing from a CDN);
 * ``/api/graph``, ``/api/groups?minutes=``, ``/api/status?scan_limit=`` (``mbyn.status.collect_status``,
-  cached ``STATUS_TTL_S``), ``/api/topics/{name}``, ``/api/topics/{name}/messages?limit=&key=&header=k:v``,
-  ``/api/topics/{name}/export?format=json|csv``, ``/api/reports``;
+  cached ``STATUS_TTL_S``; ``verdict`` is balanced | lagging | not balanced | not checked), ``/api/workers``
+  (``mbyn run``'s copies, restarts, crash-looping), ``/api/topics/{name}``,
+  ``/api/topics/{name}/messages?limit=&key=&header=k:v``, ``/api/topics/{name}/export?format=json|csv``,
+  ``/api/reports``;
 * ``/reports/{path}`` — a file under ``settings.reports_dir``.
 
 Handlers are plain functions: FastAPI runs them in its thread pool, so broker and database reads do not
@@ -85,6 +87,10 @@ def create_app(settings_factory: Callable[[], Settings] = get_settings) -> FastA
     @app.get("/api/groups")
     def groups(minutes: float = Query(10.0, gt=0, le=24 * 60)) -> dict[str, Any]:
         return broker(lambda: data.groups_view(settings(), sampler, minutes))  # type: ignore[no-any-return]
+
+    @app.get("/api/workers")
+    def workers() -> dict[str, Any]:
+        return data.workers(settings())
 
     @app.get("/api/status")
     def status(scan_limit: int = Query(STATUS_SCAN_LIMIT, ge=0)) -> dict[str, Any]:

@@ -15,6 +15,12 @@ Everything is read live from the broker and the warehouse of ``settings``; nothi
   otherwise.
 * **Lag history** — from ``lag_samples`` (written by the lag monitor) when it has rows for the window,
   else from the sampler's memory.
+* **Workers** — the copies of a running ``mbyn run`` with restarts and the ``crash-looping`` state
+  (``mbyn.supervisor.worker_status``); graph nodes list their crash-looping copies (``crash_looping``).
+
+Records are shown whatever they hold: values go through the codec's JSON parser
+(``mbyn.contracts.codec.decode_json``), so a value it refuses (not JSON, NaN, lone surrogates, nesting
+deeper than its limit) is shown as text or base64, never raised; unreadable header names read as no headers.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mbyn.errors import CatalogError
+from mbyn import reconciliation
+from mbyn.contracts.codec import decode_json
+from mbyn.errors import CatalogError, PoisonRecordError
 from mbyn.settings import Settings
 from mbyn.status import headers_of
+from mbyn.supervisor import worker_status
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -140,7 +149,7 @@ def snapshot(settings: Settings, sampler: Sampler) -> tuple[dict[str, Any], Snap
 
     from mbyn.catalog import load_catalog
     from mbyn.errors import BrokerUnavailableError
-    from mbyn.status import _admin, _group_section, _groups, _warehouse, consumer_topics, partition_offsets
+    from mbyn.status import _admin, _group_section, _groups, consumer_topics, partition_offsets
 
     prefix = settings.topic_prefix
     physical = {name: prefix + name for name in load_catalog().topics}
@@ -151,7 +160,7 @@ def snapshot(settings: Settings, sampler: Sampler) -> tuple[dict[str, Any], Snap
         kafka_groups = _groups(admin, prefix)
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot read offsets and groups from {settings.bootstrap()}: {exc}") from None
-    wh = _warehouse(settings, [])
+    wh = reconciliation.read_warehouse(settings)
     starts, ends = {}, {}
     topics: dict[str, Any] = {}
     for name, phys in physical.items():
@@ -233,13 +242,18 @@ def graph(settings: Settings, sampler: Sampler) -> dict[str, Any]:
     prefix = settings.topic_prefix
     sources = recent_sources(settings, sampler, topics)
     consumer_names = {info["consumer"] for info in groups.values()}
+    looping: dict[str, list[str]] = {}  # "produce:clickstream" → crash-looping copies
+    for copy in worker_status(settings)["copies"]:
+        if copy["state"] == "crash-looping":
+            looping.setdefault(str(copy["worker"]), []).append(copy["label"])
 
     edges: set[tuple[str, str]] = set()
     producers: dict[str, dict[str, Any]] = {}
     by_source: dict[str, str] = {}
     for known in known_producers():
         node: dict[str, Any] = {"id": f"producer:{known.name}", "name": known.name, "source": known.source,
-                                "registered": True, "help": known.help, "topics": [], "active": False}
+                                "registered": True, "help": known.help, "topics": [], "active": False,
+                                "crash_looping": looping.get(f"produce:{known.name}", [])}
         producers[known.name] = node
         if known.source:
             by_source[known.source] = known.name
@@ -275,7 +289,8 @@ def graph(settings: Settings, sampler: Sampler) -> dict[str, Any]:
         group_nodes.append({"id": f"group:{group_id}", "name": info["consumer"], "group": group_id,
                             "registered": info["registered"], "state": info["state"],
                             "members": info["member_count"], "client_ids": info["client_ids"],
-                            "lag": info["lag"], "rate": group_rates.get(group_id), "topics": sorted(read)})
+                            "lag": info["lag"], "rate": group_rates.get(group_id), "topics": sorted(read),
+                            "crash_looping": looping.get(f"consume:{info['consumer']}", [])})
     topic_nodes = [{"id": f"topic:{name}", **t, "rate": topic_rates.get(name)} for name, t in topics.items()]
     return {
         "sampled_at": _iso(time.time()),
@@ -289,6 +304,11 @@ def graph(settings: Settings, sampler: Sampler) -> dict[str, Any]:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def workers(settings: Settings) -> dict[str, Any]:
+    """The supervised worker copies of ``mbyn run`` (empty without a run); see ``worker_status``."""
+    return worker_status(settings)
 
 
 # Groups -----------------------------------------------------------------------------------------------
@@ -375,13 +395,12 @@ def _message(msg: Message) -> dict[str, Any]:
         shown, encoding = None, "null"
     else:
         try:
-            text = value.decode("utf-8")
+            shown, encoding = decode_json(value), "json"
+        except PoisonRecordError:
             try:
-                shown, encoding = json.loads(text), "json"
-            except json.JSONDecodeError:
-                shown, encoding = text, "text"
-        except UnicodeDecodeError:
-            shown, encoding = base64.b64encode(value).decode(), "base64"
+                shown, encoding = value.decode("utf-8"), "text"
+            except UnicodeDecodeError:
+                shown, encoding = base64.b64encode(value).decode(), "base64"
     key = msg.key()
     return {
         "partition": msg.partition(), "offset": msg.offset(),

@@ -98,14 +98,15 @@ function drawGraph(graph) {
   }
   for (const n of columns.flat()) {
     const p = pos[n.id];
-    const g = el("g", { class: `node ${n.kind}${n.idle ? " idle" : ""}`, transform: `translate(${p.x},${p.y})`,
+    const looping = (n.crash_looping || []).length > 0;
+    const g = el("g", { class: `node ${n.kind}${n.idle ? " idle" : ""}${looping ? " crash-looping" : ""}`, transform: `translate(${p.x},${p.y})`,
       "data-kind": n.kind, "data-name": n.name, "data-rate": n.rate === null || n.rate === undefined ? "" : String(n.rate),
       "data-members": n.members === undefined ? "" : String(n.members) });
     g.appendChild(el("title", {}, n.kind === "group" ? `${n.group} (${n.state}) ${(n.client_ids || []).join(", ")}`
       : n.kind === "producer" ? (n.help || n.name) : n.physical));
     g.appendChild(el("rect", { width: NODE_W, height: NODE_H }));
     g.appendChild(el("text", { x: 8, y: 16, class: "title" }, n.name));
-    g.appendChild(el("text", { x: 8, y: 32, class: "sub" }, n.sub));
+    g.appendChild(el("text", { x: 8, y: 32, class: "sub" }, looping ? `crash-looping: ${n.crash_looping.join(", ")}` : n.sub));
     svg.appendChild(g);
   }
   $("window").textContent = String(graph.rate_window_s);
@@ -148,15 +149,29 @@ function drawGroups(view) {
 
 // Status ---------------------------------------------------------------------------------------------
 
+// The four verdicts of mbyn.reconciliation, each with its own colour (CSS class); only "balanced" is green.
+const VERDICTS = {
+  "balanced": { cls: "balanced", mark: "✓" },
+  "lagging": { cls: "lagging", mark: "… lag" },
+  "not balanced": { cls: "not-balanced", mark: "✗" },
+  "not checked": { cls: "not-checked", mark: "? not checked" },
+};
+const verdictOf = (name) => VERDICTS[name] || { cls: "unknown", mark: "?" };
+
 function drawStatus(status) {
   const verdict = $("verdict");
+  const shown = verdictOf(status.verdict);
   verdict.textContent = `reconciliation: ${status.verdict}`;
-  verdict.className = `verdict ${status.balanced ? "ok" : "bad"}`;
+  verdict.className = `verdict ${shown.cls}`;
+  verdict.title = status.summary || "";
   verdict.dataset.balanced = String(status.balanced);
+  verdict.dataset.verdict = String(status.verdict);
+  $("summary").textContent = status.summary || "";
+  $("summary").className = `small ${shown.cls}`;
   const problems = $("problems");
   problems.replaceChildren(...(status.problems || []).map((p) => {
     const line = document.createElement("p");
-    line.className = "bad small";
+    line.className = `${shown.cls} small`;
     line.textContent = p;
     return line;
   }));
@@ -170,7 +185,8 @@ function drawStatus(status) {
     cell(row, r.pending, `num ${r.pending ? "bad" : ""}`);
     cell(row, r.quarantined, "num");
     cell(row, r.rows, "num");
-    cell(row, r.balanced ? "✓" : "✗", r.balanced ? "good" : "bad");
+    const topicVerdict = verdictOf(r.verdict);
+    cell(row, topicVerdict.mark, topicVerdict.cls);
   }
   const q = $("quarantine").tBodies[0];
   q.replaceChildren();
@@ -192,6 +208,24 @@ function drawStatus(status) {
     row.dataset.table = name;
     cell(row, name);
     cell(row, rows, "num");
+  }
+}
+
+function drawWorkers(view) {
+  const copies = view.copies || [];
+  $("workers-section").hidden = !copies.length;
+  const body = $("workers").tBodies[0];
+  body.replaceChildren();
+  for (const c of copies) {
+    const row = body.insertRow();
+    row.dataset.copy = c.label;
+    row.dataset.state = c.state;
+    cell(row, c.label);
+    cell(row, c.state, c.state === "crash-looping" ? "bad" : c.state === "restarting" ? "lagging" : "");
+    cell(row, c.restarts, "num");
+    cell(row, c.recent_restarts, `num ${c.recent_restarts ? "bad" : ""}`);
+    cell(row, c.last_exit_code, "num");
+    cell(row, c.last_error, c.state === "crash-looping" ? "bad small" : "small");
   }
 }
 
@@ -283,6 +317,7 @@ async function refresh() {
   await Promise.all([
     part("graph", () => getJSON("api/graph"), (graph) => { drawGraph(graph); fillTopics(graph); }, failed),
     part("groups", () => getJSON("api/groups"), drawGroups, failed),
+    part("workers", () => getJSON("api/workers"), drawWorkers, failed),
   ]);
   if (statusDue || tick % STATUS_EVERY === 0) {
     const done = await Promise.all([
