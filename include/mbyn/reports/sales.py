@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbyn.errors import ReportError
+from mbyn.reconciliation import BALANCED, LAGGING, NOT_BALANCED, NOT_CHECKED
 from mbyn.reports import data as d
 from mbyn.reports.render import (
     bar_chart,
@@ -193,17 +194,23 @@ def reconcile(settings: Settings, engine: Engine, day_data: d.DayData) -> Health
 
 
 def _from_status(status: dict[str, Any]) -> Health:
-    """``mbyn.status.collect_status`` output → verdict plus one check per reconciled topic."""
+    """``mbyn.status.collect_status`` output → verdict plus one check per reconciled topic.
+
+    ``lagging`` (records not loaded yet) is a warning, ``not checked`` (rows not compared) unknown — only
+    ``not balanced`` is bad.
+    """
+    levels = {BALANCED: "ok", LAGGING: "warn", NOT_CHECKED: "warn", NOT_BALANCED: "bad"}
     checks: list[tuple[str, str, str]] = []
     for name, rec in sorted(status["reconciliation"]["topics"].items()):
         rows = "?" if rec.get("rows") is None else f"{rec['rows']:,}"
         expected = "?" if rec.get("expected_rows") is None else f"{rec['expected_rows']:,}"
         checks.append((f"{name}: rows / expected rows, pending, quarantined",
                        f"{rows} / {expected}, {rec.get('pending', 0):,}, {rec.get('quarantined') or 0:,}",
-                       "ok" if rec.get("balanced") else "warn"))
-    checks += [("problem", p, "bad") for p in status.get("problems", [])]
-    return Health(str(status["verdict"]), "ok" if status.get("balanced") else "bad", checks,
-                  source="mbyn status (collect_status)")
+                       levels.get(str(rec.get("verdict")), "ok" if rec.get("balanced") else "warn")))
+    verdict = str(status["verdict"])
+    level = levels.get(verdict, "bad")
+    checks += [("problem", p, level) for p in status.get("problems", [])]
+    return Health(verdict, level, checks, source="mbyn status (collect_status)")
 
 
 def _backlog_checks(settings: Settings, engine: Engine) -> Health:
