@@ -26,6 +26,11 @@ The summary dict says what moved (per partition: from, to, records), how many re
 (exact: the rewound ranges the in-process copy read past again), the row counts of the tables it wrote
 before and after, and ``rows_unchanged``.
 
+**Additive sinks are refused** (``ADDITIVE``): the sales-aggregator adds every order to its windows, so
+re-reading part of ``orders`` would count those orders twice, and a window's rows cannot be split back
+into the records before and after ``from_ts``. ``replay`` raises ReplayError naming the group and how to
+rebuild the table from scratch instead (``additive_refusal``), before anything is moved.
+
 ``source="lake"`` (re-reading records archived outside Kafka) is refused: this checkout has no lake
 archive yet, so only ``source="kafka"`` (within the topic's retention) is available.
 
@@ -58,6 +63,8 @@ IN_PROCESS: dict[str, str] = {
     "warehouse-loader": "mbyn.consumers.warehouse_loader:WarehouseLoader",
     "dead-letters": "mbyn.consumers.dead_letters:DeadLetterSink",
 }
+#: Consumers whose writes add up instead of upserting (name → the table they add to): never replayed.
+ADDITIVE: dict[str, str] = {"sales-aggregator": "sales_by_minute"}
 DEFAULT_IDLE_EXIT_S = 5.0
 KAFKA_TIMEOUT_S = 15.0
 
@@ -130,6 +137,8 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
     when = parse_timestamp(from_ts)
     group_id = group_id_for(settings, group)
     consumer_name = group_id[len(settings.topic_prefix):]
+    if consumer_name in ADDITIVE:
+        raise ReplayError(additive_refusal(group_id, consumer_name, physical))
     log.info("replay: %s for group %s from %s", physical, group_id, when.isoformat())
 
     admin = admin_client(settings, timeout_s=KAFKA_TIMEOUT_S)
@@ -168,6 +177,16 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
 
 
 # Steps ----------------------------------------------------------------------------------------------
+
+def additive_refusal(group_id: str, consumer_name: str, physical: str) -> str:
+    """Why ``group_id`` cannot be replayed and how to rebuild its table instead."""
+    table = ADDITIVE[consumer_name]
+    return (f"group {group_id}: {consumer_name} adds every record to {table}, so replaying {physical} would count "
+            f"the re-read records twice; mbyn replay refuses it. To recompute {table}: stop every {consumer_name} "
+            f"copy, delete all rows of {table} and this group's rows of kafka_offsets and stream_watermarks "
+            f"(consumer_group = '{group_id}'), then start {consumer_name} again: it re-reads from the earliest "
+            "record still retained (windows older than the retention are lost)")
+
 
 def ensure_no_members(admin: AdminClient, group_id: str) -> None:
     """Raise ConsumerGroupActiveError when ``group_id`` has members (an unknown group has none)."""

@@ -9,9 +9,12 @@ import pytest
 
 from mbyn.consumers.dead_letters import DeadLetterSink
 from mbyn.consumers.warehouse_loader import WarehouseLoader
+from mbyn.contracts.dead_letters import build_headers
 from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
+from tests.helpers.crash import run_until_killed
 from tests.helpers.kafka import read_all
+from tests.helpers.warehouse import count_writes, row_writes
 from tests.integration.test_warehouse_loader import query, warehouse  # noqa: F401 - the parametrized fixture
 
 pytestmark = pytest.mark.integration
@@ -58,3 +61,29 @@ def test_quarantine_once_list_and_replay_to_the_original_topic(warehouse):  # no
 
     table = mbyn("sql", "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason")
     assert table.splitlines()[2].split() == ["not_json", "|", "1"] and "(1 row)" in table
+
+
+def test_a_sigkill_before_the_offsets_are_stored_quarantines_no_letter_twice(warehouse, tmp_path):  # noqa: F811
+    """Quarantine keeps the first row per coordinates, so only the write counter can see a batch written twice."""
+    url = warehouse.warehouse()
+    count_writes(url, "quarantine", ["consumer_group", "topic", "partition", "offset"])
+    orders = warehouse.topic_prefix + "orders"
+    producer = TopicProducer("test", warehouse)
+    letters = 400
+    for n in range(letters):
+        producer.send_raw(warehouse.topic_prefix + "dead-letters", b"bad %d" % n, b"O-%d" % n, build_headers(
+            [], reason="not_json", error_class="PoisonRecordError", error_message="not JSON", traceback_text="",
+            topic=orders, partition=n % 6, offset=n, timestamp_ms=None, consumer_group="loader"))
+    producer.flush_or_raise()
+
+    run_until_killed(["--kill-before-sql", "kafka_offsets", "--after", "4"],
+                     ["consume", "dead-letters", "--batch-size", "40", "--instance-id", "a", "--idle-exit", "10"],
+                     tmp_path / "killed.log")
+    kept = query(warehouse, "SELECT count(*) FROM quarantine")[0][0]
+    assert 0 < kept < letters, "killed mid-stream"
+
+    run_consumer(DeadLetterSink(warehouse), warehouse, idle_exit=3, instance_id="a")
+    assert query(warehouse, "SELECT count(*) FROM quarantine") == [(letters,)]
+    writes = row_writes(url, "quarantine")
+    assert len(writes) == letters and {k: n for k, n in writes.items() if n != 1} == {}, \
+        "every dead letter quarantined by exactly one committed write"

@@ -170,3 +170,18 @@ def test_replay_command_prints_the_summary(topics: Settings) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["reprocessed"] == second_orders and summary["rows_unchanged"] is True
+
+
+def test_replay_refuses_the_additive_sales_aggregator_and_says_how_to_rebuild(mbyn_env: Settings) -> None:
+    group = mbyn_env.topic_prefix + "sales-aggregator"
+    with pytest.raises(ReplayError) as refused:
+        replay(mbyn_env, "orders", "sales-aggregator", "2026-01-01T00:00:00Z")
+    message = str(refused.value)
+    assert group in message and "count the re-read records twice" in message
+    assert "stop every sales-aggregator copy" in message and "sales_by_minute" in message
+    assert f"consumer_group = '{group}'" in message
+
+    result = subprocess.run([str(Path(sys.executable).parent / "mbyn"), "replay", "--topic", "orders",
+                             "--group", "sales-aggregator", "--from-ts", "2026-01-01T00:00:00Z"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1 and group in result.stderr and "refuses" in result.stderr, result.stderr[-2000:]

@@ -2,6 +2,8 @@
 
 Exactly-once is checked by event id: the warehouse must hold every valid produced record once, none
 missing, while loader copies are killed, restarted, join and leave; poison records end in quarantine.
+Because event ids are keys, that check alone cannot see a batch written twice: a loader killed between
+its rows and its offsets must also leave every row's write counter at 1 and earlier rows untouched.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
+from tests.helpers.crash import run_until_killed
 from tests.helpers.kafka import end_offsets, read_all
+from tests.helpers.warehouse import count_writes, row_writes
 from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
@@ -323,3 +327,38 @@ def test_sigterm_finishes_the_batch_and_exits_with_a_summary(warehouse, tmp_path
     finally:
         consumer.close()
     assert kafka == stored, "the Kafka commit matches the warehouse's offsets at exit"
+
+
+def orders_as_loaded(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """order_id → (loaded_at, and on PostgreSQL the row version ``xmin``): both change when a row is rewritten."""
+    version = ", xmin::text" if settings.warehouse().startswith("postgresql") else ""
+    return {r[0]: tuple(str(v) for v in r[1:]) for r in query(settings, f"SELECT order_id, loaded_at{version} "
+                                                                        "FROM orders")}
+
+
+def test_a_sigkill_before_the_offsets_are_stored_writes_no_row_twice(warehouse, tmp_path):
+    url = warehouse.warehouse()
+    count_writes(url, "clicks", ["event_id"])
+    count_writes(url, "orders", ["order_id"])
+    producer = TopicProducer("test", warehouse)
+    for e in islice((e for e in shop_events(seed=13) if e.topic in ("clickstream", "orders")), 1500):
+        assert producer.send(e.topic, e.value, e.key)
+    producer.flush_or_raise()
+
+    # Killed as it stores the offsets of its 4th batch: that batch's rows are written but not committed.
+    run_until_killed(["--kill-before-sql", "kafka_offsets", "--after", "4"],
+                     ["consume", "warehouse-loader", "--batch-size", "100", "--instance-id", "a", "--idle-exit", "10"],
+                     tmp_path / "killed.log")
+    before = orders_as_loaded(warehouse)
+    assert 0 < rows_loaded(warehouse) < 1500, "killed mid-stream"
+    assert sum(stored_offsets(warehouse, LOADER_GROUP).values()) == rows_loaded(warehouse), \
+        "the rows of the killed batch are gone with its offsets"
+
+    run_consumer(WarehouseLoader(warehouse), warehouse, idle_exit=3, instance_id="a")
+    assert_exactly_once(warehouse)
+    for table in ("clicks", "orders"):
+        writes = row_writes(url, table)
+        assert len(writes) == len(query(warehouse, f"SELECT 1 FROM {table}")) > 0
+        assert {k: n for k, n in writes.items() if n != 1} == {}, f"{table}: rows written more than once"
+    after = orders_as_loaded(warehouse)
+    assert {k: after[k] for k in before} == before, "rows loaded before the kill are not rewritten"

@@ -102,6 +102,105 @@ class WarehouseConsumer(StreamConsumer):
         return {"rows_written": self.rows_written}
 
 
+class FencedBatch(Exception):
+    """Raised inside the transaction when the stored offsets are not where this copy left them (rolls it back)."""
+
+    def __init__(self, stale: list[PartitionKey]) -> None:
+        super().__init__(", ".join(f"{t}[{p}]" for t, p in stale))
+        self.stale = stale
+
+
+class FencedWarehouseConsumer(WarehouseConsumer):
+    """A WarehouseConsumer whose writes add up (not idempotent upserts): every batch is fenced by its offsets.
+
+    The copy remembers, per assigned partition, the offset it last stored (``positions``: what ``on_assign``
+    returned, None for a partition never stored, then each committed batch's next offset). ``process_batch``
+    runs ``claim_offsets`` (compare-and-set from ``positions``) and ``write`` in ONE transaction. If another
+    copy — the new owner of partitions this one lost, or anything else — moved a stored offset meanwhile, the
+    transaction is rolled back, nothing of the batch is counted or committed, and ``on_fenced`` re-reads the
+    stored offsets and seeks there, as a fresh assignment would. Records before a partition's position (the
+    rest of a poll read before such a seek) are skipped, and an offset is never stored backwards.
+
+    A fenced batch returns normally: raising would make the runtime retry it or dead-letter its records.
+    """
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        self.runtime: ConsumerRuntime | None = None
+        self.positions: dict[PartitionKey, int | None] = {}
+        self.fenced_batches = 0
+        self._stored: dict[PartitionKey, int] = {}
+
+    def open(self, runtime: ConsumerRuntime) -> None:
+        super().open(runtime)
+        self.runtime = runtime
+
+    def on_assign(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> Mapping[PartitionKey, int]:
+        offsets = super().on_assign(runtime, partitions)
+        for key in partitions:
+            self.positions[key] = offsets.get(key)
+        return offsets
+
+    def on_revoke(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> None:
+        for key in partitions:
+            self.positions.pop(key, None)
+
+    def process_batch(self, batch: Batch) -> None:
+        """Claim the offsets, then ``write``, in one transaction; a fenced batch is dropped (``on_fenced``)."""
+        from mbyn.warehouse import claim_offsets, sink_errors
+
+        self._stored = {}
+        fresh = Batch([r for r in batch.records if self._unseen(r.partition_key, r.offset)],
+                      {k: o for k, o in batch.next_offsets.items() if self._unseen(k, o - 1)})
+        try:
+            with sink_errors(f"{self.name}: warehouse"), self.engine.begin() as conn:
+                stale = claim_offsets(conn, self.group_id, self.positions, fresh.next_offsets)
+                if stale:
+                    raise FencedBatch(stale)
+                written = self.write(conn, fresh) if fresh.records else 0
+        except FencedBatch as fenced:
+            self.fenced_batches += 1
+            log.warning("%s: stored offsets of %s moved since this copy read them (another copy owns them now?); "
+                        "batch of %d dropped, re-reading from the stored offsets", self.name, fenced,
+                        len(fresh.records))
+            self.on_fenced(sorted(fresh.next_offsets))
+            return
+        self.positions.update(fresh.next_offsets)
+        self._stored = dict(fresh.next_offsets)
+        self.rows_written += written
+
+    def _unseen(self, key: PartitionKey, offset: int) -> bool:
+        """Whether ``offset`` of ``key`` lies at or after this copy's position (an assigned partition only)."""
+        if key not in self.positions:
+            return False
+        position = self.positions[key]
+        return position is None or offset >= position
+
+    def on_fenced(self, partitions: list[PartitionKey]) -> None:
+        """Take the stored offsets of ``partitions`` as this copy's positions and seek there (earliest: none)."""
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+
+        from mbyn.warehouse import load_offsets, sink_errors
+
+        with sink_errors(f"{self.name}: reading stored offsets"), self.engine.connect() as conn:
+            stored = load_offsets(conn, self.group_id, partitions)
+        for key in partitions:
+            self.positions[key] = stored.get(key)
+            if self.runtime is None:
+                continue
+            try:
+                self.runtime.kafka.seek(TopicPartition(key[0], key[1], stored.get(key, OFFSET_BEGINNING)))
+            except KafkaException as exc:  # no longer assigned here: the next assignment seeks anyway
+                log.info("%s: no seek on %s[%d] (%s)", self.name, key[0], key[1], exc)
+
+    def offsets_to_commit(self, batch: Batch) -> Mapping[PartitionKey, int]:
+        """The Kafka commit (informational) follows what was stored: nothing for a fenced batch."""
+        return self._stored
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "fenced_batches": self.fenced_batches}
+
+
 # Compacted topics read as tables -------------------------------------------------------------------
 
 class TopicTable:
@@ -152,14 +251,26 @@ class TopicTable:
         if meta is None or meta.error is not None or not meta.partitions:
             raise StateError(f"{self.who}: topic {physical} does not exist; run `mbyn topics apply` first")
         parts = [TopicPartition(physical, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
-        ends = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        self._consumer.assign(parts)
         deadline = time.monotonic() + timeout
+        ends = {tp.partition: self._end_offset(tp, deadline) for tp in parts}
+        self._consumer.assign(parts)
         while any(self._position(p) < end for p, end in ends.items()):
             if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
                 raise StateError(f"{self.who}: could not read {physical} to its end within {timeout:.0f}s")
             self.refresh(0.5)
         log.info("%s: table %s loaded (%d keys)", self.who, physical, len(self.rows))
+
+    def _end_offset(self, tp: Any, deadline: float) -> int:
+        """The partition's end offset, retried while it has no leader yet (right after the topic was created)."""
+        from confluent_kafka import KafkaException
+
+        while True:
+            try:
+                return int(self._consumer.get_watermark_offsets(tp, timeout=10)[1])
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise StateError(f"{self.who}: cannot read the end of {tp.topic}[{tp.partition}]: {exc}") from exc
+                time.sleep(0.5)
 
     def _position(self, partition: int) -> int:
         from confluent_kafka import TopicPartition

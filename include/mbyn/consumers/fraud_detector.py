@@ -117,6 +117,14 @@ def alert_id(kind: str, *parts: str) -> str:
     return f"{kind}-{uuid.uuid5(ALERT_NAMESPACE, '|'.join((kind, *parts)))}"
 
 
+def shift(t: datetime, delta: timedelta) -> datetime:
+    """``t + delta``, held at the ends of the calendar (year 1 / 9999) instead of raising OverflowError."""
+    try:
+        return t + delta
+    except OverflowError:
+        return (datetime.max if delta > timedelta(0) else datetime.min).replace(tzinfo=t.tzinfo)
+
+
 def minute_floor(t: datetime, window: timedelta) -> datetime:
     seconds = int(window.total_seconds())
     epoch = int(t.timestamp())
@@ -177,7 +185,8 @@ class FraudRules:
     def _observe(self, task: _Task, partition: int, side: str, when: datetime) -> list[Alert]:
         """The task's clock is the *smaller* of the two sides' largest event times: a side read ahead of the
         other (a backlog, or one fetch returning first) must not expire state the other side will match."""
-        if when > task.seen.get(side, when - timedelta(seconds=1)):
+        seen = task.seen.get(side)
+        if seen is None or when > seen:
             task.seen[side] = when
         if len(task.seen) < 2:
             return []
@@ -193,19 +202,20 @@ class FraudRules:
         task.clock = now
         alerts = []
         for payment in sorted(task.pending.values(), key=lambda p: p.offset):
-            if payment.event_time + self.timeout <= now:
+            if shift(payment.event_time, self.timeout) <= now:
                 del task.pending[payment.payment_id]
                 alerts.append(Alert(
                     alert_id("payment_without_order", payment.payment_id), "payment_without_order", "medium",
-                    payment.event_time + self.timeout,
+                    shift(payment.event_time, self.timeout),
                     f"payment {payment.payment_id} of {payment.amount:.2f} {payment.currency} ({payment.status}) "
                     f"has no order {payment.order_id} after {self.timeout.total_seconds():.0f}s",
                     order_id=payment.order_id))
-        for order_id in [o.order_id for o in task.orders.values() if o.event_time + self.timeout <= now]:
+        for order_id in [o.order_id for o in task.orders.values() if shift(o.event_time, self.timeout) <= now]:
             del task.orders[order_id]
         # Windows span partitions: close one only when the slowest partition's clock has passed it.
         slowest = min((t.clock for t in self.tasks.values() if t.clock is not None), default=now)
-        for key in [k for k in self.velocity if k[1] + self.velocity_window <= slowest - self.timeout]:
+        for key in [k for k in self.velocity
+                    if shift(k[1], self.velocity_window) <= shift(slowest, -self.timeout)]:
             del self.velocity[key]
         return alerts
 
@@ -333,7 +343,9 @@ class FraudDetector(StreamConsumer):
         assert self.producer is not None
         for alert in alerts:
             envelope = {"event_id": alert.event_id, "event_type": "fraud_alert", "schema_version": 1,
-                        "event_time": alert.event_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                        # isoformat pads the year to 4 digits (strftime's %Y does not on Linux)
+                        "event_time": alert.event_time.astimezone(UTC).replace(tzinfo=None)
+                        .isoformat(timespec="milliseconds") + "Z",
                         "source": NAME, "payload": alert.payload()}
             if not self.producer.send("alerts", envelope, alert.alert_id):
                 raise AssertionError(f"{NAME} built an invalid alert: {envelope}")

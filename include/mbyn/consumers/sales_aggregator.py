@@ -11,9 +11,14 @@ counts once in each category's row; ``avg_basket_eur = revenue_eur / orders`` pe
   (``window_start + 1 min <= watermark``) is *late*: it is not added to revenue, but counted in the
   ``late_records`` column of its window's row (and ``late_records`` in the summary) and logged. Per
   partition, so the result does not depend on how many copies run or how partitions move between them.
-* **Exactly once** (``"sink"`` mode, ``WarehouseConsumer``): the window increments, the stored offsets and
-  each partition's max event time (``stream_watermarks``) are written in ONE transaction; a restarted
+* **Exactly once** (``"sink"`` mode, ``FencedWarehouseConsumer``): the window increments, the stored offsets
+  and each partition's max event time (``stream_watermarks``) are written in ONE transaction; a restarted
   copy resumes from both, so re-processing neither double-counts nor changes which records are late.
+* **Fenced.** Adding is not idempotent, so every batch first moves its stored offsets with a
+  compare-and-set from the position this copy believes is stored (``claim_offsets``). A copy that lost
+  its partitions while another moved on finds a different offset there: its transaction is rolled back,
+  the batch is dropped uncounted and the copy seeks back to the stored offsets (``on_fenced``).
+  ``mbyn replay`` refuses this group (see ``mbyn.replay``): re-reading would add records twice.
 * **Early results.** Rows are updated as orders arrive (``updated_at``); a window is final once its
   partitions' watermarks have passed its end.
 
@@ -29,9 +34,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.base import FxRates, WarehouseConsumer
+from mbyn.consumers.base import FencedWarehouseConsumer, FxRates
 from mbyn.kafka.consumer import Batch, ConsumerRuntime, PartitionKey, add_consumer_arguments, run_consumer_cli
 from mbyn.settings import Settings
+from mbyn.warehouse.engine import dialect_insert
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -119,7 +125,7 @@ def revenue_by_category(payload: Mapping[str, Any], rate_per_eur: float) -> dict
     return out
 
 
-class SalesAggregator(WarehouseConsumer):
+class SalesAggregator(FencedWarehouseConsumer):
     """orders → sales_by_minute with per-partition watermarks stored beside the offsets."""
 
     name: ClassVar[str] = NAME
@@ -131,7 +137,6 @@ class SalesAggregator(WarehouseConsumer):
         super().__init__(settings, **kwargs)
         self.lateness = timedelta(seconds=lateness_s)
         self.fx = FxRates(settings, NAME, max_wait_s=fx_wait_s)
-        self.runtime: ConsumerRuntime | None = None
         self.max_event_times: dict[PartitionKey, datetime] = {}
         self._pending: Folded | None = None
         self.late_records = 0
@@ -139,38 +144,49 @@ class SalesAggregator(WarehouseConsumer):
 
     def open(self, runtime: ConsumerRuntime) -> None:
         super().open(runtime)
-        self.runtime = runtime
         self.fx.open(runtime.stop)
 
     def on_assign(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> Mapping[PartitionKey, int]:
         """Stored offsets (base class) plus the stored max event time of each assigned partition."""
+        offsets = super().on_assign(runtime, partitions)
+        self._load_watermarks(partitions)
+        return offsets
+
+    def on_revoke(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> None:
+        super().on_revoke(runtime, partitions)
+        for key in partitions:
+            self.max_event_times.pop(key, None)
+
+    def on_fenced(self, partitions: list[PartitionKey]) -> None:
+        """Back to the stored offsets and to the watermarks stored with them."""
+        super().on_fenced(partitions)
+        self._load_watermarks(partitions)
+
+    def _load_watermarks(self, partitions: list[PartitionKey]) -> None:
+        """``max_event_times`` of ``partitions`` as stored (a partition with no stored row has none)."""
         from sqlalchemy import select
 
         from mbyn.warehouse import parse_time, schema, sink_errors
 
-        offsets = super().on_assign(runtime, partitions)
         t = schema.stream_watermarks
         with sink_errors(f"{NAME}: reading watermarks"), self.engine.connect() as conn:
             rows = conn.execute(select(t.c.topic, t.c.partition, t.c.max_event_time)
                                 .where(t.c.consumer_group == self.group_id)).all()
         wanted = set(partitions)
+        for key in wanted:
+            self.max_event_times.pop(key, None)
         for topic, partition, max_time in rows:
             if (topic, int(partition)) in wanted:
                 value = max_time if isinstance(max_time, datetime) else parse_time(str(max_time))
                 assert value is not None
                 self.max_event_times[(topic, int(partition))] = (
                     value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC))
-        return offsets
-
-    def on_revoke(self, runtime: ConsumerRuntime, partitions: list[PartitionKey]) -> None:
-        for key in partitions:
-            self.max_event_times.pop(key, None)
 
     def on_idle(self, runtime: ConsumerRuntime) -> None:
         self.fx.refresh(0)
 
     def process_batch(self, batch: Batch) -> None:
-        """Windows + watermarks + offsets in one transaction; the in-memory watermarks move only after it."""
+        """Windows + watermarks + offsets in one fenced transaction; the in-memory watermarks move only after it."""
         self._pending = None
         super().process_batch(batch)
         if self._pending is not None:
@@ -213,7 +229,7 @@ class SalesAggregator(WarehouseConsumer):
                  "late_records": d.late_records, "updated_at": now}
                 for (ws, country, category), d in folded.deltas.items()]
         if rows:
-            stmt = _dialect_insert(conn, t)
+            stmt = dialect_insert(conn, t)
             revenue = t.c.revenue_eur + stmt.excluded.revenue_eur
             orders = t.c.orders + stmt.excluded.orders
             conn.execute(stmt.on_conflict_do_update(
@@ -227,7 +243,7 @@ class SalesAggregator(WarehouseConsumer):
         marks = [{"consumer_group": self.group_id, "topic": topic, "partition": partition, "max_event_time": when,
                   "updated_at": now} for (topic, partition), when in folded.max_event_times.items()]
         if marks:
-            stmt = _dialect_insert(conn, w)
+            stmt = dialect_insert(conn, w)
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["consumer_group", "topic", "partition"],
                 set_={"max_event_time": stmt.excluded.max_event_time, "updated_at": stmt.excluded.updated_at}), marks)
@@ -241,15 +257,6 @@ class SalesAggregator(WarehouseConsumer):
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "orders": self.orders, "late_records": self.late_records,
                 "lateness_s": self.lateness.total_seconds()}
-
-
-def _dialect_insert(conn: Connection, table: Any) -> Any:
-    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect (SQLite or PostgreSQL)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(table)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_ENGINE_NAMES = ("init_schema", "load_offsets", "make_engine", "parse_time", "sink_errors", "store_offsets", "upsert",
-                 "upsert_rows", "utc_now", "warehouse_engine")
+_ENGINE_NAMES = ("claim_offsets", "dialect_insert", "init_schema", "load_offsets", "make_engine", "parse_time",
+                 "sink_errors", "store_offsets", "upsert", "upsert_rows", "utc_now", "warehouse_engine")
 
 __all__ = [*_ENGINE_NAMES, "schema"]
 

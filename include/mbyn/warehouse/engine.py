@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect, Engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: (physical topic, partition)
+PartitionKey = tuple[str, int]
 
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
@@ -332,6 +334,39 @@ def store_offsets(conn: Connection, group: str, next_offsets: Mapping[tuple[str,
         where=kafka_offsets.c.next_offset < stmt.excluded.next_offset,
     )
     conn.execute(stmt, rows)
+
+
+def claim_offsets(conn: Connection, group: str, positions: Mapping[PartitionKey, int | None],
+                  next_offsets: Mapping[PartitionKey, int]) -> list[PartitionKey]:
+    """Compare-and-set the stored next offsets of ``group``: ``positions[key]`` → ``next_offsets[key]``.
+
+    ``positions[key]`` is where the caller believes the stored offset is (None: no row yet — the copy started
+    from the earliest record). Each partition's row moves only if it still holds that value; the partitions
+    whose row did not are returned (empty: every claim succeeded). Run in the transaction that writes the
+    batch, first, and roll it back if anything is returned. On PostgreSQL the ``UPDATE ... WHERE`` waits for
+    a concurrent writer of the row and then re-checks its condition, and ``ON CONFLICT DO NOTHING`` waits
+    for a concurrent insert, so two copies claiming the same offset cannot both succeed; SQLite runs one
+    write transaction at a time (``BEGIN IMMEDIATE``).
+    """
+    from sqlalchemy import update
+
+    t = kafka_offsets
+    now = utc_now()
+    stale: list[PartitionKey] = []
+    for (topic, partition), offset in sorted(next_offsets.items()):
+        expected = positions.get((topic, partition))
+        # RETURNING tells whether the row was written: psycopg reports no rowcount for INSERT ... ON CONFLICT.
+        if expected is None:
+            result = conn.execute(dialect_insert(conn, t).on_conflict_do_nothing().returning(t.c.next_offset), {
+                "consumer_group": group, "topic": topic, "partition": partition, "next_offset": offset,
+                "updated_at": now})
+        else:
+            result = conn.execute(update(t).where(t.c.consumer_group == group, t.c.topic == topic,
+                                                  t.c.partition == partition, t.c.next_offset == expected)
+                                  .values(next_offset=offset, updated_at=now).returning(t.c.next_offset))
+        if result.first() is None:
+            stale.append((topic, partition))
+    return stale
 
 
 def load_offsets(conn: Connection, group: str, partitions: Sequence[tuple[str, int]] | None = None,
