@@ -12,7 +12,7 @@ PY_STAMP := $(VENV)/.installed-$(LOCK_SHA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help deps system-deps python-deps build run stop test test-browser test-unit lint secrets-scan bench status clean
+.PHONY: help deps system-deps python-deps build run stop test test-browser test-unit fuzz lint secrets-scan bench status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,13 @@ test-browser: deps ## only the headless-Chromium tests of the pipeline view (par
 
 test-unit: python-deps ## only the fast unit tests
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+FUZZ_SECONDS ?= 60
+fuzz: python-deps ## fuzz the record codec with atheris for FUZZ_SECONDS (default 60); not part of `make test`
+	@$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q atheris==3.0.0
+	@mkdir -p var/fuzz/corpus var/fuzz/crashes
+	@$(BIN)/python fuzz/fuzz_codec.py -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+		-artifact_prefix=var/fuzz/crashes/ var/fuzz/corpus
 
 lint: python-deps ## ruff + mypy
 	@$(BIN)/ruff check include dags plugins tests

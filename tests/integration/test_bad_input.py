@@ -9,7 +9,9 @@ over ``MAX_VALUE_BYTES``, a null key, a null value, and one valid record sent tw
 record is a quarantine row with the expected reason and its original bytes, the valid ones are rows
 (the duplicate once), and ``mbyn status --json`` balances.
 
-The warehouse-loader run happens once for the module (``loaded`` fixture); the tests read its results.
+The warehouse-loader run happens once per warehouse database for the module (``loaded`` fixture: SQLite,
+then PostgreSQL); the tests read its results. ``tests/e2e/test_hostile_pipeline.py`` sends the same records
+plus more hostile kinds to a pipeline running every consumer group.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ import sqlalchemy as sa
 from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, encode, make_envelope, validate
 from mbyn.settings import Settings, load_settings
+from tests.plugins.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -205,17 +209,28 @@ def summary_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
-def loaded(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
-    """Every raw topic fed through kcat, then the loader and the dead-letters sink run to idle."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def loaded(request: pytest.FixtureRequest, kafka_bootstrap: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    """Every raw topic fed through kcat, then the loader and the dead-letters sink run to idle — once with the
+    warehouse on SQLite, once on PostgreSQL (which enforces the column types and lengths SQLite ignores)."""
+    with ExitStack() as stack:
+        var = tmp_path_factory.mktemp("bad-input") / "var"
+        if request.param == "postgres":
+            url = stack.enter_context(fresh_database(request.getfixturevalue("postgres_server")))
+        else:
+            url = f"sqlite:///{var / 'warehouse.db'}"
+        yield load_bad_input(kafka_bootstrap, var, url)
+
+
+def load_bad_input(kafka_bootstrap: str, var: Path, warehouse_url: str) -> Loaded:
     from mbyn.kafka.admin import apply_topics
 
-    var = tmp_path_factory.mktemp("bad-input") / "var"
     prefix = f"b{uuid.uuid4().hex[:10]}-"
     env = {**os.environ, "MBYN_BOOTSTRAP_SERVERS": kafka_bootstrap, "MBYN_TOPIC_PREFIX": prefix,
-           "MBYN_VAR_DIR": str(var), "MBYN_WAREHOUSE_URL": f"sqlite:///{var / 'warehouse.db'}"}
+           "MBYN_VAR_DIR": str(var), "MBYN_WAREHOUSE_URL": warehouse_url}
     settings = load_settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, var_dir=var,
-                             warehouse_url=env["MBYN_WAREHOUSE_URL"])
+                             warehouse_url=warehouse_url)
     apply_topics(settings)
     rng = random.Random(7)
     sent: list[Sent] = []
@@ -227,7 +242,7 @@ def loaded(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     loader = summary_of(mbyn(env, "consume", "warehouse-loader", "--idle-exit", "5"))
     letters = summary_of(mbyn(env, "consume", "dead-letters", "--idle-exit", "5"))
     status = mbyn(env, "status", "--json")
-    yield Loaded(settings, sent, loader, letters, status)
+    return Loaded(settings, sent, loader, letters, status)
 
 
 # Tests -------------------------------------------------------------------------------------------------
