@@ -100,3 +100,30 @@ def test_a_failing_batch_raises_a_warehouse_error_and_leaves_nothing(engine):
 def test_unknown_columns_are_refused_with_the_table_named(engine):
     with pytest.raises(WarehouseError, match="clicks: unknown column"), engine.begin() as conn:
         upsert_rows(conn, clicks, ("event_id", "nope"), [("e1", 1)], ["event_id"])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_init_schema_brings_an_older_warehouse_up_to_date(request: pytest.FixtureRequest, tmp_path,
+                                                          backend: str) -> None:
+    """A warehouse made before the quarantine had ``error_traceback`` and the window sums were widened."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE quarantine (id INTEGER PRIMARY KEY, topic VARCHAR(255), "
+                                 "reason VARCHAR(64) NOT NULL, quarantined_at TIMESTAMP)")
+            conn.exec_driver_sql("CREATE TABLE sales_by_minute (window_start TIMESTAMP, country VARCHAR(2), "
+                                 "category VARCHAR(32), revenue_eur NUMERIC(14, 4) NOT NULL, orders INTEGER NOT NULL, "
+                                 "avg_basket_eur NUMERIC(14, 4) NOT NULL, late_records INTEGER NOT NULL, "
+                                 "updated_at TIMESTAMP NOT NULL, PRIMARY KEY (window_start, country, category))")
+        init_schema(engine)
+        init_schema(engine)  # idempotent
+        columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("quarantine")}
+        assert "error_traceback" in columns
+        with engine.begin() as conn:  # a window sum beyond NUMERIC(14, 4) is stored
+            conn.execute(sa.text("INSERT INTO sales_by_minute VALUES (:t, 'DE', 'books', :big, 1, :big, 0, :t)"),
+                         {"t": T0, "big": 5e13})
+            stored = conn.execute(sa.text("SELECT revenue_eur FROM sales_by_minute")).scalar_one()
+        assert float(stored) == 5e13
+    finally:
+        engine.dispose()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mbyn.errors import StateError
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("mbyn.consumer")
+
+
+def shift(t: datetime, delta: timedelta) -> datetime:
+    """``t + delta``, held at the ends of the calendar (year 1 / 9999) instead of raising OverflowError."""
+    try:
+        return t + delta
+    except OverflowError:
+        return (datetime.max if delta > timedelta(0) else datetime.min).replace(tzinfo=t.tzinfo)
 
 
 class WarehouseConsumer(StreamConsumer):

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mbyn.consumers.base import shift
 from mbyn.kafka.consumer import (
     Batch,
     ConsumerRuntime,
@@ -115,14 +116,6 @@ class Alert:
 def alert_id(kind: str, *parts: str) -> str:
     """``<kind>-<uuid5 of the parts>``: stable across re-processing, at most 64 characters."""
     return f"{kind}-{uuid.uuid5(ALERT_NAMESPACE, '|'.join((kind, *parts)))}"
-
-
-def shift(t: datetime, delta: timedelta) -> datetime:
-    """``t + delta``, held at the ends of the calendar (year 1 / 9999) instead of raising OverflowError."""
-    try:
-        return t + delta
-    except OverflowError:
-        return (datetime.max if delta > timedelta(0) else datetime.min).replace(tzinfo=t.tzinfo)
 
 
 def minute_floor(t: datetime, window: timedelta) -> datetime:

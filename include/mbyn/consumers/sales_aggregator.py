@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.base import FencedWarehouseConsumer, FxRates
+from mbyn.consumers.base import FencedWarehouseConsumer, FxRates, shift
 from mbyn.kafka.consumer import Batch, ConsumerRuntime, PartitionKey, add_consumer_arguments, run_consumer_cli
 from mbyn.settings import Settings
 from mbyn.warehouse.engine import dialect_insert
@@ -100,7 +100,7 @@ def fold_orders(orders: Iterable[OrderFacts], max_event_times: Mapping[Partition
     for order in orders:
         seen = out.max_event_times.get(order.partition, max_event_times.get(order.partition))
         start = window_start(order.event_time)
-        is_late = seen is not None and start + WINDOW <= seen - lateness
+        is_late = seen is not None and shift(start, WINDOW) <= shift(seen, -lateness)  # no overflow at year 9999
         for category, revenue in order.revenue_by_category.items():
             delta = out.deltas.setdefault((start, order.country, category), WindowDelta())
             if is_late:

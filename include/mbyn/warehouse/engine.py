@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbyn.errors import SinkRejectedError, SinkUnavailableError, WarehouseError
-from mbyn.warehouse.schema import ADDED_COLUMNS, kafka_offsets, metadata
+from mbyn.warehouse.schema import ADDED_COLUMNS, WIDENED_COLUMNS, kafka_offsets, metadata
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -137,7 +137,8 @@ def init_schema(engine: Engine, attempts: int = 5) -> None:
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """``ALTER TABLE … ADD COLUMN`` for each of ``schema.ADDED_COLUMNS`` the database does not have yet."""
+    """Bring a warehouse made by an older version up to date: ``schema.ADDED_COLUMNS`` it lacks are added,
+    ``schema.WIDENED_COLUMNS`` widened (PostgreSQL)."""
     from sqlalchemy import inspect
     from sqlalchemy.schema import CreateColumn
 
@@ -148,6 +149,14 @@ def _add_missing_columns(conn: Connection) -> None:
             column = metadata.tables[table_name].c[column_name]
             ddl = CreateColumn(column).compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {ddl}")
+    if conn.dialect.name != "postgresql":
+        return
+    for table_name, column_name in WIDENED_COLUMNS:
+        wanted = metadata.tables[table_name].c[column_name].type
+        found = {c["name"]: c["type"] for c in inspector.get_columns(table_name)}.get(column_name)
+        if getattr(found, "precision", None) != getattr(wanted, "precision", None):
+            conn.exec_driver_sql(f"ALTER TABLE {table_name} ALTER COLUMN {column_name} TYPE "
+                                 f"{wanted.compile(dialect=conn.dialect)}")
 
 
 def utc_now() -> datetime:

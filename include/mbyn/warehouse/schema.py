@@ -39,6 +39,10 @@ def _money() -> Numeric:  # type: ignore[type-arg]
     return Numeric(14, 4, asdecimal=False)
 
 
+def _total() -> Numeric:  # type: ignore[type-arg]
+    return Numeric(28, 4, asdecimal=False)
+
+
 def _ts() -> DateTime:
     return DateTime(timezone=True)
 
@@ -163,9 +167,10 @@ sales_by_minute = Table(
     Column("window_start", _ts(), primary_key=True),
     Column("country", String(2), primary_key=True),
     Column("category", String(32), primary_key=True),
-    Column("revenue_eur", _money(), nullable=False),
+    # Sums of many orders' lines (each up to 50 × 100 × 1e6 / the smallest rate): wider than one amount.
+    Column("revenue_eur", _total(), nullable=False),
     Column("orders", Integer, nullable=False),
-    Column("avg_basket_eur", _money(), nullable=False),
+    Column("avg_basket_eur", _total(), nullable=False),
     Column("late_records", Integer, nullable=False, default=0),
     Column("updated_at", _ts(), nullable=False),
 )
@@ -243,3 +248,7 @@ kafka_offsets = Table(
 #: Columns added to existing tables after their first release: ``init_schema`` adds what a warehouse
 #: created by an older version lacks (``create_all`` only creates missing tables).
 ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("quarantine", "error_traceback"),)
+#: Numeric columns widened after their first release: ``init_schema`` widens them on PostgreSQL (SQLite does
+#: not enforce a precision).
+WIDENED_COLUMNS: tuple[tuple[str, str], ...] = (("sales_by_minute", "revenue_eur"),
+                                                ("sales_by_minute", "avg_basket_eur"))
