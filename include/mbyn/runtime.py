@@ -118,12 +118,17 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie counts as dead)."""
+    """Whether ``pid`` runs (a zombie counts as dead). Not a process id (≤ 0, too large): False.
+
+    ``pid`` often comes from a state file: 0 or a negative number would name a process *group* to ``kill``.
+    """
     import os
 
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         return True

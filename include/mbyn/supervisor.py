@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mbyn.errors import ConfigError
-from mbyn.runtime import StopFlag, stop_process_groups
+from mbyn.runtime import StopFlag, pid_alive, stop_process_groups
 from mbyn.settings import Settings
 
 log = logging.getLogger("mbyn.run")
@@ -271,7 +271,7 @@ def worker_status(settings: Settings, now: float | None = None) -> dict[str, Any
         return result
     now = time.time() if now is None else now
     pid = state.get("supervisor")
-    running = isinstance(pid, int) and _alive(pid)
+    running = isinstance(pid, int) and pid_alive(pid)
     updated = state.get("updated_at")
     result["supervisor"] = {"pid": pid, "running": running,
                             "updated_at": _iso(updated) if isinstance(updated, int | float) else None}
@@ -295,16 +295,6 @@ def worker_status(settings: Settings, now: float | None = None) -> dict[str, Any
         if copy_state == "crash-looping":
             result["crash_looping"].append(str(label))
     return result
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    return True
 
 
 def _iso(ts: float) -> str | None:
