@@ -108,6 +108,9 @@ func deadLetterHeaders(r *kgo.Record, err error, group, stack string) []kgo.Reco
 	headers := make([]kgo.RecordHeader, 0, len(r.Headers)+9)
 	for _, h := range r.Headers {
 		if !strings.HasPrefix(h.Key, "dlq.") {
+			// A name that is not UTF-8 would make the whole record's headers unreadable to confluent-kafka
+			// (the dead-letters sink): its invalid bytes become U+FFFD, as Java's client decodes them.
+			h.Key = strings.ToValidUTF8(h.Key, "\uFFFD")
 			headers = append(headers, h)
 		}
 	}

@@ -217,3 +217,14 @@ def test_a_sink_failing_for_every_write_is_retried_never_dead_lettered(topics):
     assert sorted(app.seen) == sorted(ids), "everything written once the sink came back"
     physical = topics.topic_prefix + "orders"
     assert committed(topics, summary["group"], physical, 6) == end_offsets(topics, physical, 6)
+
+
+def test_an_outage_outliving_the_retry_timeout_is_never_blamed_on_the_records(topics):
+    """Only non-empty writes fail (like the order-enricher's output being down): the probe passes, yet a
+    SinkUnavailableError is an outage — retried, never a reason to dead-letter the batch's records."""
+    ids = produce_orders(topics, 30)
+    app = Collector(transient_failures=4)
+    app.retry_timeout_s = 0.5
+    summary = run_consumer(app, topics, idle_exit=6)
+    assert summary["dead_lettered"] == 0 and summary["retries"] >= 4
+    assert sorted(app.seen) == sorted(ids)

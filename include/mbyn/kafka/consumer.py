@@ -456,13 +456,16 @@ class ConsumerRuntime:
         """``process_batch`` until it succeeds: outages retried, records the sink refuses dead-lettered."""
         delays = backoff_delays()
         while True:
+            outage = False
             try:
                 return self._process_with_retry(batch)
             except self.app.fatal_errors:
                 raise
+            except self.app.transient_errors as exc:  # outlived retry_timeout_s: still an outage, never data
+                error, outage = exc, True
             except Exception as exc:  # noqa: BLE001 - classified below by where it happened, not by type
                 error = exc
-            if batch.records and self.app.dead_letters and self._sink_answers():
+            if not outage and batch.records and self.app.dead_letters and self._sink_answers():
                 return self._process_one_by_one(batch)
             if not self._wait_after_failure(error, next(delays), len(batch.records)):
                 return False
@@ -532,6 +535,9 @@ class ConsumerRuntime:
                     break
                 except app.fatal_errors:
                     raise
+                except app.transient_errors as exc:  # an outage outlived retry_timeout_s: never the record's
+                    if not self._wait_after_failure(exc, next(delays), 1):
+                        return False
                 except Exception as exc:  # noqa: BLE001 - the record's own failure, unless the sink is gone
                     if self._sink_answers():
                         self.dead_letter(record, exc)
