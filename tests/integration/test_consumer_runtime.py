@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from typing import Any, ClassVar
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mbyn.contracts.envelope import make_envelope
 from mbyn.contracts.dead_letters import parse_headers
+from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import PoisonRecordError, SinkRejectedError, SinkUnavailableError
 from mbyn.kafka.consumer import Batch, StreamConsumer, run_consumer
 from mbyn.kafka.producer import TopicProducer
+from mbyn.kafka.security import client_config
 from mbyn.runtime import StopFlag
 from mbyn.settings import Settings
 from tests.helpers.kafka import read_all
@@ -228,3 +230,20 @@ def test_an_outage_outliving_the_retry_timeout_is_never_blamed_on_the_records(to
     summary = run_consumer(app, topics, idle_exit=6)
     assert summary["dead_lettered"] == 0 and summary["retries"] >= 4
     assert sorted(app.seen) == sorted(ids)
+
+
+def test_a_value_too_large_to_send_on_is_dead_lettered_with_its_fingerprint(topics):
+    """gzip lets a 6 MiB value onto the topic (the broker checks the compressed size); no producer can send it
+    on, so the dead letter carries its length and SHA-256 instead of the bytes — the consumer carries on."""
+    huge = b"[" + b" " * (6 * 1024 * 1024) + b"]"
+    producer = Producer({**client_config(topics), "compression.type": "gzip", "message.max.bytes": 100_000_000})
+    producer.produce(topics.topic_prefix + "orders", value=huge, key=b"huge")
+    assert producer.flush(30) == 0
+    ids = produce_orders(topics, 5)
+    app = Collector()
+    summary = run_consumer(app, topics, idle_exit=4)
+    assert summary["dead_letter_reasons"] == {"oversize": 1} and sorted(app.seen) == sorted(ids)
+    [letter] = read_all(topics.bootstrap(), topics.topic_prefix + "dead-letters", expect=1)
+    assert letter.key == b"huge" and letter.value is None
+    fingerprint = f"{len(huge)} bytes, sha256 {hashlib.sha256(huge).hexdigest()}"
+    assert letter.headers["dlq.value_dropped"] == fingerprint.encode()

@@ -124,22 +124,40 @@ class OrderEnricher(StreamConsumer):
         for _, envelope in out:
             validate(OUTPUT, envelope)  # ContractError = poison: the runtime isolates and dead-letters it
         raw = self.producer.raw
+        begun = False
         try:
             raw.begin_transaction()
+            begun = True
             for key, envelope in out:
                 self.producer.send(OUTPUT, envelope, key, validated=True)
             raw.send_offsets_to_transaction(batch.offsets(), self.runtime.group_metadata(), 60)
             self._commit(raw)
+            begun = False
         except KafkaException as exc:
             error = exc.args[0]
             if error.fatal():
                 raise StateError(f"{NAME}: transactional producer is fenced or broken ({error.str()}); another copy "
                                  "probably runs with the same --instance-id") from exc
-            if error.txn_requires_abort():
-                raw.abort_transaction(60)
+            self._abort(raw, begun)
             raise SinkUnavailableError(f"{NAME}: transaction aborted: {error.str()}") from exc
+        except BaseException:
+            self._abort(raw, begun)
+            raise
         self.transactions += 1
         self.enriched += len(out)
+
+    @staticmethod
+    def _abort(raw: Any, begun: bool) -> None:
+        """Abort a transaction this batch opened, whatever failed inside it (a local produce error too):
+        left open, every later ``begin_transaction`` would fail with "Operation not valid in state InTransaction"."""
+        from confluent_kafka import KafkaException
+
+        if not begun:
+            return
+        try:
+            raw.abort_transaction(60)
+        except KafkaException as exc:
+            log.warning("%s: aborting the transaction failed too: %s", NAME, exc)
 
     @staticmethod
     def _commit(raw: Any) -> None:

@@ -64,6 +64,7 @@ import argparse
 import base64
 import ctypes
 import gc
+import hashlib
 import json
 import logging
 import sys
@@ -94,6 +95,8 @@ DEAD_LETTER_TOPIC = "dead-letters"
 #: The dead-letter producer's largest message: a raw record of up to the broker's default 1 MiB plus the
 #: ``dlq.*`` headers must fit (``dead-letters`` allows the same in include/topics.yaml).
 DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+#: Added to a dead letter whose value was too large to send on (its length and SHA-256); the value is then null.
+VALUE_DROPPED_HEADER = "dlq.value_dropped"
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
@@ -700,7 +703,15 @@ def send_dead_letter(producer: TopicProducer, record: Record, error: BaseExcepti
                             traceback_text=trace, topic=record.physical_topic, partition=record.partition,
                             offset=record.offset, timestamp_ms=record.timestamp_ms, consumer_group=consumer_group)
     physical = (catalog or load_catalog()).get(DEAD_LETTER_TOPIC).physical
-    producer.send_raw(physical, record.value, record.key, headers)
+    value = record.value
+    size = len(value or b"") + len(record.key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+    if value is not None and size > DEAD_LETTER_MAX_BYTES - 64 * 1024:
+        # The broker checks a batch's *compressed* size: a compressible value far beyond any limit can arrive,
+        # but no producer can send it on. Its fingerprint goes instead, so the record is still accounted for.
+        fingerprint = f"{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()}"
+        headers.append((VALUE_DROPPED_HEADER, fingerprint.encode()))
+        value = None
+    producer.send_raw(physical, value, record.key, headers)
     log.warning("%s: dead-lettered %s[%d]@%d (%s): %s", consumer_group, record.physical_topic, record.partition,
                 record.offset, reason, shorten(message, 200))
     return reason
