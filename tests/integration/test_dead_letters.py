@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from mbyn.consumers.dead_letters import DeadLetterSink
+from mbyn.consumers.lake_archiver import LakeArchiver
 from mbyn.consumers.warehouse_loader import WarehouseLoader
 from mbyn.contracts.dead_letters import build_headers
 from mbyn.kafka.consumer import run_consumer
@@ -87,3 +88,20 @@ def test_a_sigkill_before_the_offsets_are_stored_quarantines_no_letter_twice(war
     writes = row_writes(url, "quarantine")
     assert len(writes) == letters and {k: n for k, n in writes.items() if n != 1} == {}, \
         "every dead letter quarantined by exactly one committed write"
+
+
+def test_a_record_two_groups_quarantined_is_replayed_once(warehouse):  # noqa: F811
+    """One quarantine row per group, one record on the topic: replay sends it once and marks both rows."""
+    orders = warehouse.topic_prefix + "orders"
+    producer = TopicProducer("test", warehouse)
+    producer.send_raw(orders, b"not json", b"O-78", [])
+    producer.flush_or_raise()
+    run_consumer(WarehouseLoader(warehouse), warehouse, idle_exit=3)
+    run_consumer(LakeArchiver(warehouse), warehouse, idle_exit=3)
+    run_consumer(DeadLetterSink(warehouse), warehouse, idle_exit=3)
+    assert query(warehouse, "SELECT count(DISTINCT consumer_group) FROM quarantine") == [(2,)]
+
+    assert "replayed 1 record(s)" in mbyn("dlq", "replay", "--topic", "orders")
+    back = read_all(warehouse.bootstrap(), orders, expect=2)
+    assert len([r for r in back if "mbyn.replay_of" in r.headers]) == 1
+    assert query(warehouse, "SELECT count(*) FROM quarantine WHERE replayed_at IS NULL") == [(0,)]

@@ -125,8 +125,10 @@ def replay(settings: Settings, topic: str | None = None, since: datetime | None 
            chunk: int = 1000) -> int:
     """Re-publish quarantined, not-yet-replayed records to their original topic; returns how many.
 
-    ``topic`` is a logical catalog name or a physical topic. Records are sent in chunks; a chunk is marked
-    replayed only after ``flush_or_raise`` — a failure leaves it unmarked, to be replayed again.
+    ``topic`` is a logical catalog name or a physical topic. A record several consumer groups quarantined
+    (one row per group, same topic / partition / offset) is sent once — every group reads it again — and all
+    its rows are marked replayed. Records are sent in chunks; a chunk is marked replayed only after
+    ``flush_or_raise`` — a failure leaves it unmarked, to be replayed again.
     """
     from sqlalchemy import select, update
 
@@ -152,19 +154,32 @@ def replay(settings: Settings, topic: str | None = None, since: datetime | None 
         init_schema(engine)
         while True:
             with engine.connect() as conn:
-                rows = conn.execute(select(q.c.id, q.c.topic, q.c.key, q.c.value, q.c.headers)
+                rows = conn.execute(select(q.c.id, q.c.topic, q.c.partition, q.c.offset, q.c.key, q.c.value,
+                                           q.c.headers)
                                     .where(condition & (q.c.id > last_id)).order_by(q.c.id).limit(chunk)).all()
             if not rows:
                 break
+            coordinates: set[tuple[str, int, int]] = set()
+            sent = 0
             for row in rows:
+                if row.partition is not None and row.offset is not None:
+                    coordinate = (row.topic, row.partition, row.offset)
+                    if coordinate in coordinates:
+                        continue  # the same record, quarantined by another group: sent once
+                    coordinates.add(coordinate)
                 headers = [(k, v) for k, v in decode_headers(row.headers) if k != "mbyn.replay_of"]
                 headers.append(("mbyn.replay_of", str(row.id).encode()))
                 producer.send_raw(row.topic, row.value, row.key, headers)  # type: ignore[arg-type]
+                sent += 1
             producer.flush_or_raise()
             ids = [row.id for row in rows]
+            now = utc_now()
             with engine.begin() as conn:
-                conn.execute(update(q).where(q.c.id.in_(ids)).values(replayed_at=utc_now()))
-            total += len(rows)
+                conn.execute(update(q).where(q.c.id.in_(ids)).values(replayed_at=now))
+                for t, part, off in coordinates:  # the other groups' rows of the records sent
+                    conn.execute(update(q).where(q.c.replayed_at.is_(None) & (q.c.topic == t) & (q.c.partition == part)
+                                                 & (q.c.offset == off)).values(replayed_at=now))
+            total += sent
             last_id = ids[-1]
             log.info("dlq replay: %d record(s) re-published", total)
     finally:
