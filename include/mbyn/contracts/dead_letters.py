@@ -15,6 +15,9 @@ adds these UTF-8 text headers — the same from Python, the Java payments servic
 ``dlq.consumer_group`` the group that gave up on the record
 =====================  ===========================================================================
 
+A value too large to send on (a compressed record can reach a topic far beyond any producer's limit) is
+replaced by null and ``dlq.value_dropped`` holds its length and SHA-256 (``mbyn.kafka.consumer``).
+
 ``build_headers`` writes them; ``parse_headers`` reads any record of ``dead-letters`` — including one a
 stranger wrote by hand — into a ``DeadLetterInfo`` without ever raising: missing or unreadable fields are
 ``None`` and the reason is ``unknown``, so the quarantine can store anything that arrives.
