@@ -422,3 +422,16 @@ def test_unusable_orders_records_are_dead_lettered_with_dlq_headers(payments_jar
     code, again, err = run_payments("--idle-exit", "1")
     assert code == 0, err[-3000:]
     assert again["dead_lettered"] == 0 and again["orders"] == 0, "dead-lettered records were read again"
+
+
+def test_an_orders_record_of_the_brokers_largest_size_is_dead_lettered_not_fatal(payments_jar: Path,
+                                                                                topics: Settings) -> None:
+    """Just under the broker's 1 MiB: its dead letter (value + dlq.* headers) is larger than the Java client's
+    default request limit, which stopped the service on it after every restart."""
+    producer = Producer({"bootstrap.servers": topics.bootstrap(), "message.max.bytes": 2_000_000})
+    _delivered(producer, topics.topic_prefix + "orders", b"O-big", b"x" * 1_048_400, [])
+    code, summary, stderr = run_payments("--idle-exit", "3")
+    assert code == 0, stderr[-3000:]
+    assert summary["dead_lettered"] == 1 and summary["dead_letters_delivered"] == 1
+    [letter] = _read_raw(topics.bootstrap(), topics.topic_prefix + "dead-letters", expect=1)
+    assert letter.key() == b"O-big" and len(letter.value() or b"") == 1_048_400

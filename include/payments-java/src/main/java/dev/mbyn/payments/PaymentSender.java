@@ -52,6 +52,9 @@ final class PaymentSender implements AutoCloseable {
         config.put(ProducerConfig.BATCH_SIZE_CONFIG, String.valueOf(256 * 1024));
         config.put(ProducerConfig.BUFFER_MEMORY_CONFIG, String.valueOf(64L * 1024 * 1024));
         config.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "120000");
+        // The same producer sends dead letters: an orders record of up to the broker's 1 MiB plus the dlq.*
+        // headers must fit (dead-letters accepts 4 MiB, include/topics.yaml); the default 1 MiB would refuse it.
+        config.put(ProducerConfig.MAX_REQUEST_SIZE_CONFIG, String.valueOf(4 * 1024 * 1024));
         config.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         config.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         this.producer = new KafkaProducer<>(config);
