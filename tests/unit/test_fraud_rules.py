@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timedelta
 
 from mbyn.consumers.fraud_detector import FraudRules, Order, Payment, alert_id
@@ -99,3 +101,10 @@ def test_dropping_revoked_partitions_forgets_their_state():
     r.on_order(order("O2", 10.0, 0, part=1))
     r.drop([1])
     assert set(r.held_offsets()) == {(T, 0)}
+
+
+def test_a_velocity_window_of_a_fraction_of_a_second_is_refused_at_start() -> None:
+    result = subprocess.run([sys.executable, "-m", "mbyn.cli", "consume", "fraud-detector", "--velocity-window", "0.5"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "--velocity-window must be a whole number of seconds >= 1, got 0.5" in result.stderr

@@ -409,8 +409,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    if args.timeout <= 0 or args.velocity_window <= 0 or args.velocity_threshold < 1:
-        raise SystemExit("mbyn: --timeout and --velocity-window must be > 0 and --velocity-threshold >= 1")
+    if args.timeout <= 0 or args.velocity_threshold < 1:
+        raise SystemExit("mbyn: --timeout must be > 0 and --velocity-threshold >= 1")
+    if args.velocity_window < 1 or args.velocity_window != int(args.velocity_window):
+        # Windows are whole seconds from the epoch; 0.5 would floor every order into a 0-second window.
+        raise SystemExit(f"mbyn: --velocity-window must be a whole number of seconds >= 1, got {args.velocity_window}")
     rules = FraudRules(timedelta(seconds=args.timeout), args.velocity_threshold,
                        timedelta(seconds=args.velocity_window))
     return run_consumer_cli(lambda: FraudDetector(settings, rules), settings, args)
