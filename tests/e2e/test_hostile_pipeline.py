@@ -55,6 +55,7 @@ from tests.integration.test_bad_input import (
     Sent,
     kcat_produce,
     mbyn,
+    query,
     records_for,
     valid_envelope,
 )
@@ -240,12 +241,7 @@ class Outcome:
     logs: Path
 
     def query(self, sql: str, **params: Any) -> list[Any]:
-        engine = sa.create_engine(self.settings.warehouse())
-        try:
-            with engine.connect() as conn:
-                return list(conn.execute(sa.text(sql), params))
-        finally:
-            engine.dispose()
+        return query(self.settings, sql, **params)
 
     def log_tail(self) -> str:
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}"

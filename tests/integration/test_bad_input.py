@@ -191,12 +191,17 @@ class Loaded:
     status: subprocess.CompletedProcess[str]
 
     def query(self, sql: str, **params: Any) -> list[Any]:
-        engine = sa.create_engine(self.settings.warehouse())
-        try:
-            with engine.connect() as conn:
-                return list(conn.execute(sa.text(sql), params))
-        finally:
-            engine.dispose()
+        return query(self.settings, sql, **params)
+
+
+def query(settings: Settings, sql: str, **params: Any) -> list[Any]:
+    """Rows of ``sql`` in ``settings``' warehouse (a fresh engine, disposed afterwards)."""
+    engine = sa.create_engine(settings.warehouse())
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params))
+    finally:
+        engine.dispose()
 
 
 def mbyn(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
