@@ -1,6 +1,6 @@
 """Stage 6 — event-driven latency: a fraud alert written to Kafka → the incident DAG run started.
 
-Starts a local ``airflow standalone`` (``mbyn.orchestration.local.up``) on free ports under the bench
+Starts a local ``airflow standalone`` (``mbyn.local.airflow.up``) on free ports under the bench
 folder with a DAGs folder holding only ``fraud_incident_report.py``, waits until the DAG is parsed and
 unpaused, and sends one warm-up alert (its run includes the triggerer starting the watcher; not
 counted). Then, one alert at a time: the alert is produced and acknowledged (``flush_or_raise``) —
@@ -75,7 +75,7 @@ def measure(env: BenchEnv, alerts: int, start_budget_s: float) -> dict[str, Any]
     from mbyn.contracts.envelope import encode, validate
     from mbyn.errors import MbynError
     from mbyn.kafka.producer import TopicProducer
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
     from mbyn.settings import load_settings
 
     base = env.stage("airflow")

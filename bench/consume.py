@@ -27,7 +27,7 @@ IDLE_EXIT_S = 3
 
 
 def consumer_performance(stage: Stage, topic: str, messages: int) -> dict[str, Any]:
-    from mbyn.kafka.cluster import java_cmd
+    from mbyn.local.kafka import java_cmd
 
     cmd = java_cmd(stage.settings, CP_CLASS, "--bootstrap-server", stage.settings.bootstrap(), "--topic", topic,
                    "--messages", str(messages), "--group", f"{stage.prefix}perf-consumer", "--timeout", "30000",

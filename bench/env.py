@@ -1,6 +1,6 @@
 """The world a benchmark run measures in: its own broker, its own PostgreSQL, fresh topics per stage.
 
-``BenchEnv.start(root)`` starts a single-node Kafka broker (``mbyn.kafka.cluster.up`` with
+``BenchEnv.start(root)`` starts a single-node Kafka broker (``mbyn.local.kafka.up`` with
 ``die_with_parent``, so a killed bench leaves no broker behind) and the project's PostgreSQL, both on
 free ports with their data under ``root`` (``var/bench/...``); ``stop()`` stops both. Every stage asks
 for ``stage(name)``: settings with a fresh topic prefix (fresh topics and consumer groups) on that
@@ -75,7 +75,7 @@ class BenchEnv:
     @classmethod
     def start(cls, root: Path, with_postgres: bool = True) -> BenchEnv:
         """Start the broker (and PostgreSQL unless told not to) on free ports under ``root``."""
-        from mbyn.kafka import cluster
+        from mbyn.local import kafka as cluster
 
         root.mkdir(parents=True, exist_ok=True)
         broker = load_settings(var_dir=root / "broker", kafka_port=free_port(), kafka_controller_port=free_port(),
@@ -90,7 +90,7 @@ class BenchEnv:
 
     def _start_postgres(self) -> None:
         from mbyn.errors import MbynError
-        from mbyn.warehouse import postgres_local
+        from mbyn.local import postgres as postgres_local
 
         pg = load_settings(var_dir=self.root / "pg", postgres_port=free_port())
         log(f"starting PostgreSQL on 127.0.0.1:{pg.postgres_port}")
@@ -104,7 +104,7 @@ class BenchEnv:
 
     def postgres_database(self, name: str) -> str:
         """A fresh database ``name`` on the bench PostgreSQL; its SQLAlchemy URL."""
-        from mbyn.warehouse.postgres_local import LocalPostgres, ensure_database
+        from mbyn.local.postgres import LocalPostgres, ensure_database
 
         if self.postgres is None:
             raise RuntimeError(f"no PostgreSQL in this run: {self.postgres_error}")
@@ -127,8 +127,8 @@ class BenchEnv:
 
     def stop(self) -> None:
         """Stop PostgreSQL and the broker (each attempted even if the other fails)."""
-        from mbyn.kafka import cluster
-        from mbyn.warehouse import postgres_local
+        from mbyn.local import kafka as cluster
+        from mbyn.local import postgres as postgres_local
 
         try:
             if self.postgres is not None:

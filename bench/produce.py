@@ -43,7 +43,7 @@ def generator_value_bytes(seed: int, sample: int = 3000) -> float:
 
 
 def producer_performance(stage: Stage, count: int, record_size: int) -> dict[str, Any]:
-    from mbyn.kafka.cluster import java_cmd
+    from mbyn.local.kafka import java_cmd
 
     topic = f"{stage.prefix}perf"
     create_topic(stage.settings, topic, PP_PARTITIONS)

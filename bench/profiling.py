@@ -25,7 +25,7 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("warehouse-loader row building",
      ("warehouse_loader.py", "warehouse/engine.py", "_strptime", "fromisoformat", "astimezone")),
     ("producer / consumer runtime (mbyn)",
-     ("mbyn/kafka/", "mbyn/sources/base.py", "mbyn/runtime.py", "mbyn/consumers/")),
+     ("mbyn/kafka/", "mbyn/sources/base.py", "mbyn/process.py", "mbyn/consumers/")),
 ]
 
 

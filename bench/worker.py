@@ -20,7 +20,7 @@ from typing import Any
 
 
 def produce_generator(args: argparse.Namespace) -> dict[str, Any]:
-    from mbyn.runtime import StopFlag, setup_logging
+    from mbyn.process import StopFlag, setup_logging
     from mbyn.settings import get_settings
     from mbyn.sources.base import stream_to_kafka
     from mbyn.sources.generator import SOURCE, shop_events
@@ -67,7 +67,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def profile_mbyn(args: argparse.Namespace) -> dict[str, Any]:
-    from mbyn.cli import main as mbyn_main
+    from mbyn.cli.main import main as mbyn_main
 
     profiler = cProfile.Profile()
     profiler.enable()

@@ -19,7 +19,7 @@ warehouse refuses goes to **dead-letters** with the same `dlq.*` headers as ever
 error, original topic / partition / offset, this connection's group), so it is quarantined and
 `mbyn dlq replay` can return it. An outage (warehouse or broker down) fails the task before the commit:
 the retry re-reads the batch.
-Code: `mbyn.orchestration.shipments.load_shipment_batch`.
+Code: `mbyn.orchestration.shipments_load.load_shipment_batch`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def shipments_hourly_load() -> None:
         task_id="load_shipments",
         kafka_config_id=KAFKA_CONN_ID,
         topics=[get_settings().topic_prefix + "shipments"],
-        apply_function_batch="mbyn.orchestration.shipments.load_shipment_batch",
+        apply_function_batch="mbyn.orchestration.shipments_load.load_shipment_batch",
         apply_function_kwargs={"kafka_config_id": KAFKA_CONN_ID},  # its group.id goes into the dead letters
         commit_cadence="end_of_batch",
         max_messages=200_000,

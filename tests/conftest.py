@@ -57,7 +57,7 @@ def kafka_bootstrap(test_root: Path) -> Iterator[str]:
     if external:
         yield external
         return
-    from mbyn.kafka import cluster
+    from mbyn.local import kafka as cluster
 
     settings = load_settings(var_dir=test_root / "broker", kafka_port=free_port_block(1),
                              kafka_controller_port=free_port_block(1), kafka_nodes=1, kafka_heap="512m",

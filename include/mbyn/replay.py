@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
 
     from mbyn.kafka.consumer import StreamConsumer
-    from mbyn.runtime import StopFlag
+    from mbyn.process import StopFlag
 
 log = logging.getLogger("mbyn.replay")
 
@@ -367,7 +367,7 @@ def _reload(settings: Settings, factory: Callable[[Settings], StreamConsumer], g
 def _replay_command(settings: Settings, args: Any) -> int:
     import json
 
-    from mbyn.runtime import StopFlag, setup_logging
+    from mbyn.process import StopFlag, setup_logging
 
     setup_logging()
     summary = replay(settings, args.topic, args.group, args.from_ts, source=args.source,

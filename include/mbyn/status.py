@@ -49,7 +49,7 @@ JSON document (``"schema": "mbyn.status/1"``; fields are only ever added)
   ``client_ids``, ``members`` (``member_id``, ``client_id``, ``host``, ``assignment``: ``"topic[p]"``),
   ``partitions`` (``topic``, ``partition``, ``committed`` (Kafka), ``stored`` (warehouse ``kafka_offsets``),
   ``end``, ``lag``), ``lag`` (sum). Lag = end − (stored, else committed, else start).
-* ``workers`` (``mbyn run``'s supervisor, see ``mbyn.supervisor.worker_status``): ``state_file``,
+* ``workers`` (``mbyn run``'s supervisor, see ``mbyn.local.supervisor.worker_status``): ``state_file``,
   ``supervisor`` (``pid``, ``running``, ``updated_at``; null without a run), ``copies`` (``label``,
   ``worker``, ``pid``, ``state``: ``running`` | ``restarting`` | ``crash-looping`` | ``unknown``,
   ``restarts``, ``recent_restarts``, ``last_exit_code``, ``last_exit_at``, ``last_error``),
@@ -89,6 +89,7 @@ from mbyn.contracts.codec import decode_record
 from mbyn.contracts.dead_letters import parse_headers
 from mbyn.errors import BrokerUnavailableError, PoisonRecordError
 from mbyn.kafka.consumer import message_headers
+from mbyn.local.supervisor import worker_status
 from mbyn.reconciliation import (
     BALANCED,
     EXIT_CODES,
@@ -102,7 +103,6 @@ from mbyn.reconciliation import (
     name_keys,
 )
 from mbyn.settings import Settings
-from mbyn.supervisor import worker_status
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message

@@ -216,7 +216,7 @@ def test_a_shipment_that_fails_alone_for_another_reason_is_dead_lettered_as_unex
     from mbyn.consumers.warehouse_loader import WarehouseLoader
     from mbyn.contracts.dead_letters import parse_headers
     from mbyn.orchestration.connections import KAFKA_CONN_ID, kafka_extra
-    from mbyn.orchestration.shipments import load_shipment_batch
+    from mbyn.orchestration.shipments_load import load_shipment_batch
 
     write = WarehouseLoader.write
 

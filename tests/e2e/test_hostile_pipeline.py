@@ -46,8 +46,8 @@ from confluent_kafka import Consumer, TopicPartition
 from mbyn.catalog import load_catalog
 from mbyn.contracts.codec import verdict
 from mbyn.contracts.envelope import encode, validate
+from mbyn.local.supervisor import DEFAULT_ARGS
 from mbyn.settings import Settings, get_settings, load_settings
-from mbyn.supervisor import DEFAULT_ARGS
 from tests.integration.test_bad_input import (
     KCAT,
     RAW_TOPICS,

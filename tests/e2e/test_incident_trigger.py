@@ -1,7 +1,7 @@
 """The event-driven incident DAG, for real: ``airflow standalone`` + triggerer + the Kafka asset watcher.
 
 Fast tests first (the report writer; the trigger's filter on hostile values: tests/unit/test_triggers.py);
-then ONE end-to-end test that starts the local Airflow with ``mbyn.orchestration.local.up`` on free ports in a
+then ONE end-to-end test that starts the local Airflow with ``mbyn.local.airflow.up`` on free ports in a
 temporary folder, writes a fraud alert (and one malformed record) to the alerts topic, waits for the incident
 DAG run to reach ``success`` through the REST API, checks the report file and that the malformed record started
 nothing, and stops Airflow leaving no process behind.
@@ -100,7 +100,7 @@ def local_airflow(topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
     Its DAGs folder holds only the incident DAG, so the scheduled DAGs do not compete for the machine.
     """
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     settings = standalone_settings(monkeypatch)
     dags = tmp_path / "dags"
@@ -109,7 +109,7 @@ def local_airflow(topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: P
     state = local.up(settings, dags_folder=dags)
     import psutil
 
-    from mbyn.runtime import descendants
+    from mbyn.process import descendants
 
     tree = {state.pid, *descendants(state.pid)}
     try:
@@ -144,7 +144,7 @@ def _wait_for(what: str, check: Any, timeout: float, log_file: str) -> Any:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_an_alert_on_kafka_starts_the_incident_dag(local_airflow: Settings) -> None:
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     settings = local_airflow
     logs = str(local.log_file(settings))

@@ -1,6 +1,6 @@
 """The pipeline view for real: ``airflow standalone`` with the repository's plugins, data flowing, headless Chromium.
 
-One test (Airflow takes about a minute to start here): start the local Airflow (``mbyn.orchestration.local.up``,
+One test (Airflow takes about a minute to start here): start the local Airflow (``mbyn.local.airflow.up``,
 free ports, temporary var/, no DAGs), check that the plugin app answers 401 without credentials and 200 with a
 token, run the generator and the warehouse-loader and dead-letters consumers in the background, log into the
 UI through the SimpleAuthManager form, open the "Pipeline" view (the UI's iframe at ``/plugin/mbyn-pipeline``)
@@ -49,7 +49,7 @@ GRAPH_FAILURES = 4  # the error-banner test: /api/graph answers 503 this often (
 @pytest.fixture
 def airflow_with_plugin(topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
     """A real ``airflow standalone`` (plugins folder = the repository's ``plugins/``), stopped afterwards."""
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     settings = standalone_settings(monkeypatch)
     dags = tmp_path / "no-dags"
@@ -93,7 +93,7 @@ def _check_login_required(settings: Settings) -> None:
     """The plugin app answers 401 without credentials and 200 with a token; the UI lists the view."""
     import httpx
 
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     url = local.base_url(local.current_port(settings))
     for path in ("/mbyn/", "/mbyn/api/graph", "/mbyn/api/topics/orders/messages", "/mbyn/static/app.js"):
@@ -202,7 +202,7 @@ def _what_is_missing(page: Any, prefix: str) -> list[str]:
 def test_pipeline_view_requires_login_and_draws_the_pipeline(data_flowing: Settings) -> None:
     from playwright.sync_api import sync_playwright
 
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     settings = data_flowing
     _check_login_required(settings)  # one Airflow start for both checks: it takes a minute on a busy machine

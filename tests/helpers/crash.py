@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kill_before_sql(args.kill_before_sql, args.after)
     else:
         kill_in(args.kill_in, args.after)
-    from mbyn.cli import main as mbyn_main
+    from mbyn.cli.main import main as mbyn_main
 
     return mbyn_main(command)
 

@@ -32,7 +32,7 @@ def test_three_nodes_survive_sigkill_of_one(tmp_path: Path) -> None:
            "MBYN_KAFKA_CONTROLLER_PORT": str(free_port_block(3)), "MBYN_KAFKA_HEAP": "384m",
            "MBYN_KAFKA_LIB_DIR": str(PROJECT_ROOT / "var" / "kafka" / "lib"), "MBYN_TOPIC_PREFIX": "ha-"}
     env.pop("MBYN_BOOTSTRAP_SERVERS", None)
-    from mbyn.kafka import cluster
+    from mbyn.local import kafka as cluster
 
     settings = load_settings(var_dir=tmp_path / "var", kafka_port=int(env["MBYN_KAFKA_PORT"]),
                              kafka_controller_port=int(env["MBYN_KAFKA_CONTROLLER_PORT"]), kafka_heap="384m",

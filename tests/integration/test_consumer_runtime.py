@@ -16,7 +16,7 @@ from mbyn.errors import PoisonRecordError, SinkRejectedError, SinkUnavailableErr
 from mbyn.kafka.consumer import Batch, StreamConsumer, run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.kafka.security import client_config
-from mbyn.runtime import StopFlag
+from mbyn.process import StopFlag
 from mbyn.settings import Settings
 from tests.helpers.kafka import read_all
 

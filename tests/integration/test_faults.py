@@ -55,7 +55,7 @@ def _two_free_blocks(size: int) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    from mbyn.kafka import cluster
+    from mbyn.local import kafka as cluster
 
     brokers, controllers = _two_free_blocks(3)
     admin = load_settings(var_dir=tmp_path_factory.mktemp("ha") / "var", kafka_port=brokers,
@@ -178,8 +178,8 @@ def test_sigkill_of_a_broker_under_load_loses_no_acknowledged_record(ha: Cluster
                                                                       tmp_path: Path) -> None:
     from confluent_kafka.admin import ConfigResource
 
-    from mbyn.kafka import cluster
     from mbyn.kafka.admin import admin_client, apply_topics
+    from mbyn.local import kafka as cluster
 
     apply_topics(ha_env)
     admin = admin_client(ha_env)
@@ -225,8 +225,8 @@ def test_sigkill_of_a_broker_under_load_loses_no_acknowledged_record(ha: Cluster
 
 @pytest.mark.slow
 def test_a_producer_started_before_the_broker_retries_quietly_and_loses_nothing(tmp_path: Path) -> None:
-    from mbyn.kafka import cluster
     from mbyn.kafka.admin import apply_topics
+    from mbyn.local import kafka as cluster
 
     broker_port, controller_port = _two_free_blocks(1)
     late = load_settings(var_dir=tmp_path / "late" / "var", kafka_port=broker_port,
@@ -272,7 +272,7 @@ def test_a_producer_started_before_the_broker_retries_quietly_and_loses_nothing(
 def test_postgres_restart_mid_run_is_retried_without_loss_or_duplicates(ha_env: Settings, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from mbyn.kafka.admin import apply_topics
-    from mbyn.warehouse import postgres_local
+    from mbyn.local import postgres as postgres_local
     from tests.plugins.postgres import free_port, private_var_dir
 
     apply_topics(ha_env, names=["clickstream", "orders", "dead-letters"])

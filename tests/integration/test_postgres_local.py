@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from mbyn.errors import PortInUseError, PostgresNotInstalledError
+from mbyn.local import postgres as postgres_local
 from mbyn.settings import PROJECT_ROOT, Settings, load_settings
-from mbyn.warehouse import postgres_local
 from tests.plugins.postgres import PostgresServer, free_port, fresh_database, private_var_dir
 
 pytestmark = pytest.mark.integration

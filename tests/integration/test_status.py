@@ -22,8 +22,8 @@ import pytest
 import sqlalchemy as sa
 
 from mbyn import reconciliation
+from mbyn.local.supervisor import Copy, Supervisor
 from mbyn.settings import Settings
-from mbyn.supervisor import Copy, Supervisor
 from tests.helpers.kafka import read_all
 from tests.plugins.postgres import warehouse_fixture
 

@@ -71,7 +71,7 @@ def airflow_env(topics: Settings, airflow_db: Path, monkeypatch: pytest.MonkeyPa
 
 
 def standalone_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The test's settings for an ``airflow standalone`` of its own (``mbyn.orchestration.local.up``): free API
+    """The test's settings for an ``airflow standalone`` of its own (``mbyn.local.airflow.up``): free API
     and log-server ports, so it runs beside a developer's instance, and a random admin password."""
     import secrets
 

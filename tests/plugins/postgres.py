@@ -1,6 +1,6 @@
 """PostgreSQL fixtures: one real server per test session, one fresh database per test.
 
-``postgres_server`` starts the project's own server (``mbyn.warehouse.postgres_local``) on a free port in a
+``postgres_server`` starts the project's own server (``mbyn.local.postgres``) on a free port in a
 temporary folder, or uses ``MBYN_TEST_POSTGRES_URL`` when set (any SQLAlchemy URL of a server where that
 role may CREATE DATABASE; the database part is ignored). ``postgres_url`` gives each test its own database
 ``t_<uuid>`` and drops it afterwards, so tests never see each other's tables.
@@ -88,8 +88,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     if external:
         yield PostgresServer(admin_url=external)
         return
+    from mbyn.local import postgres as postgres_local
     from mbyn.settings import load_settings
-    from mbyn.warehouse import postgres_local
 
     with private_var_dir() as var_dir:
         settings = load_settings(var_dir=var_dir, postgres_port=free_port())

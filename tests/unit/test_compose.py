@@ -63,7 +63,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def mbyn_parser() -> argparse.ArgumentParser:
-    from mbyn import cli
+    from mbyn.cli import main as cli
 
     cli._load_extensions()
     return cli.build_parser()

@@ -11,7 +11,7 @@ from mbyn.catalog import load_catalog, parse_catalog
 from mbyn.contracts.codec import decode_record
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, encode, make_envelope, validate
 from mbyn.errors import CatalogError, ConfigError, ContractError, PoisonRecordError
-from mbyn.kafka.cluster import Node, server_properties
+from mbyn.local.kafka import Node, server_properties
 from mbyn.settings import load_settings
 from mbyn.sources.generator import shop_events
 

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 from mbyn.catalog import load_catalog
 from mbyn.consumers import CONSUMERS
 from mbyn.errors import ConfigError
-from mbyn.kafka.cluster import Node, server_properties
 from mbyn.kafka.consumer import DEAD_LETTER_TOPIC, StreamConsumer
 from mbyn.kafka.security import (
     ADMIN,
@@ -26,6 +25,7 @@ from mbyn.kafka.security import (
     local_credentials,
     principals,
 )
+from mbyn.local.kafka import Node, server_properties
 from mbyn.settings import load_settings
 from mbyn.sources import PRODUCERS
 
@@ -139,7 +139,7 @@ def test_local_store_has_one_private_password_per_principal_and_is_stable(tmp_pa
 
 
 def test_supervisor_gives_each_worker_its_own_principal(tmp_path: Path) -> None:
-    from mbyn.supervisor import Supervisor
+    from mbyn.local.supervisor import Supervisor
 
     settings = load_settings(var_dir=tmp_path, security="scram")
     store = local_credentials(settings, create=True)

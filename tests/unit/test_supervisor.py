@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mbyn.local.supervisor import CRASH_LOOP_WINDOW_S, Copy, Supervisor, last_error_line, worker_status
 from mbyn.settings import Settings, load_settings
-from mbyn.supervisor import CRASH_LOOP_WINDOW_S, Copy, Supervisor, last_error_line, worker_status
 
 # Prints an error line, then an ordinary line, and exits 3: the error line is what must be reported.
 FAILING = [sys.executable, "-c", "import sys; print('INFO starting', flush=True); "

@@ -22,7 +22,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.base import WarehouseConsumer
+from mbyn.consumers.warehouse_sink import WarehouseConsumer
 from mbyn.contracts.dead_letters import original_headers, parse_headers
 from mbyn.kafka.consumer import (
     DEAD_LETTER_TOPIC,

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.base import shift
+from mbyn.consumers.warehouse_sink import shift
 from mbyn.kafka.consumer import (
     Batch,
     ConsumerRuntime,

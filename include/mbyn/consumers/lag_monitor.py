@@ -117,7 +117,7 @@ def monitor(settings: Settings, *, interval: float = 5.0, duration: float | None
     from mbyn.errors import MbynError
     from mbyn.kafka.admin import admin_client
     from mbyn.kafka.producer import wait_for_broker
-    from mbyn.runtime import StopFlag
+    from mbyn.process import StopFlag
     from mbyn.warehouse import init_schema, warehouse_engine
 
     stop = stop or StopFlag()
@@ -163,7 +163,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.runtime import StopFlag, setup_logging
+    from mbyn.process import StopFlag, setup_logging
 
     if args.interval <= 0:
         raise SystemExit("mbyn: --interval must be more than 0 seconds")

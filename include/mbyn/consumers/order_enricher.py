@@ -29,7 +29,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.base import FxRates
+from mbyn.consumers.warehouse_sink import FxRates
 from mbyn.kafka.consumer import (
     Batch,
     CommitMode,

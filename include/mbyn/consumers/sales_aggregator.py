@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.base import FencedWarehouseConsumer, FxRates, shift
+from mbyn.consumers.warehouse_sink import FencedWarehouseConsumer, FxRates, shift
 from mbyn.kafka.consumer import Batch, ConsumerRuntime, PartitionKey, add_consumer_arguments, run_consumer_cli
 from mbyn.settings import Settings
 from mbyn.warehouse.engine import dialect_insert

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.base import WarehouseConsumer
+from mbyn.consumers.warehouse_sink import WarehouseConsumer
 from mbyn.kafka.consumer import Batch, Record, add_consumer_arguments, run_consumer_cli
 from mbyn.settings import Settings
 

@@ -79,7 +79,7 @@ from mbyn.contracts.dead_letters import build_headers, describe_error, shorten
 from mbyn.errors import ConfigError, SinkUnavailableError, StateError
 from mbyn.kafka.producer import TopicProducer, wait_for_broker
 from mbyn.kafka.security import client_config
-from mbyn.runtime import Progress, StopFlag, backoff_delays, setup_logging
+from mbyn.process import Progress, StopFlag, backoff_delays, setup_logging
 from mbyn.settings import Settings
 
 if TYPE_CHECKING:

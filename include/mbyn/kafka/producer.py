@@ -24,7 +24,7 @@ from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import encode, validate
 from mbyn.errors import BrokerUnavailableError, ContractError, MbynError
 from mbyn.kafka.security import client_config, raise_if_refused
-from mbyn.runtime import StopFlag, backoff_delays
+from mbyn.process import StopFlag, backoff_delays
 from mbyn.settings import Settings, get_settings
 
 log = logging.getLogger("mbyn.producer")

@@ -11,7 +11,7 @@
 * **ACLs from the catalog** (``acl_plan``): a writer gets WRITE on its topics (WRITE implies DESCRIBE)
   and IDEMPOTENT_WRITE on the cluster; a reader gets READ on its topics and READ on its own consumer
   group only — ``<prefix><group>`` literally, and for readers of a compacted topic also
-  ``<prefix><group>-table-`` as a prefix (the in-memory table readers of ``mbyn.consumers.base``). The
+  ``<prefix><group>-table-`` as a prefix (the in-memory table readers of ``mbyn.consumers.warehouse_sink``). The
   order-enricher also gets its transactional ids (``<prefix>order-enricher-`` prefixed). Every consumer may
   write ``dead-letters`` (the catalog lists them). Everything else is refused
   (``allow.everyone.if.no.acl.found=false``). ``apply_acls`` creates the plan with the admin client;

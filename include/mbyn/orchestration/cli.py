@@ -1,4 +1,4 @@
-"""``mbyn airflow up|down|status|env|password`` — the local Airflow of :mod:`mbyn.orchestration.local`."""
+"""``mbyn airflow up|down|status|env|password`` — the local Airflow of :mod:`mbyn.local.airflow`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mbyn.settings import Settings
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     state = local.up(settings)
     print(f"{state.url}  (login {local.ADMIN_USER} / {settings.airflow_password}; log {state.log_file})")
@@ -18,7 +18,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _down(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     if not local.down(settings):
         local.log("no Airflow was running")
@@ -26,7 +26,7 @@ def _down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     info = local.status(settings)
     if args.json:
@@ -40,14 +40,14 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _env(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     print("\n".join(local.env_lines(settings)))
     return 0
 
 
 def _password(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.orchestration import local
+    from mbyn.local import airflow as local
 
     print(f"{local.ADMIN_USER} {settings.airflow_password}")
     return 0

@@ -16,7 +16,7 @@ Everything is read live from the broker and the warehouse of ``settings``; nothi
 * **Lag history** — from ``lag_samples`` (written by the lag monitor) when it has rows for the window,
   else from the sampler's memory.
 * **Workers** — the copies of a running ``mbyn run`` with restarts and the ``crash-looping`` state
-  (``mbyn.supervisor.worker_status``); graph nodes list their crash-looping copies (``crash_looping``).
+  (``mbyn.local.supervisor.worker_status``); graph nodes list their crash-looping copies (``crash_looping``).
 
 Records are shown whatever they hold: values go through the codec's JSON parser
 (``mbyn.contracts.codec.decode_json``), so a value it refuses (not JSON, NaN, lone surrogates, nesting
@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 from mbyn import reconciliation
 from mbyn.contracts.codec import decode_json
 from mbyn.errors import CatalogError, PoisonRecordError
+from mbyn.local.supervisor import worker_status
 from mbyn.settings import Settings
 from mbyn.status import headers_of
-from mbyn.supervisor import worker_status
 
 if TYPE_CHECKING:
     from confluent_kafka import Message

@@ -18,8 +18,8 @@ def _date(text: str) -> date:
 
 
 def _report_command(settings: Settings, args: argparse.Namespace) -> int:
+    from mbyn.process import setup_logging
     from mbyn.reports.sales import build_sales_report
-    from mbyn.runtime import setup_logging
 
     setup_logging()
     index = build_sales_report(settings, args.date, args.out)

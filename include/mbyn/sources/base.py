@@ -18,7 +18,7 @@ from itertools import islice
 from typing import Any
 
 from mbyn.kafka.producer import TopicProducer, wait_for_broker
-from mbyn.runtime import Progress, RateLimiter, StopFlag, setup_logging
+from mbyn.process import Progress, RateLimiter, StopFlag, setup_logging
 from mbyn.settings import Settings
 
 log = logging.getLogger("mbyn.source")

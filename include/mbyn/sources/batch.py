@@ -32,7 +32,7 @@ from typing import Any
 from mbyn.contracts.envelope import Envelope
 from mbyn.errors import SourceError, StateError
 from mbyn.kafka.producer import TopicProducer, wait_for_broker
-from mbyn.runtime import StopFlag, setup_logging
+from mbyn.process import StopFlag, setup_logging
 from mbyn.settings import Settings, get_settings
 from mbyn.sources.base import print_summary
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import ConfigError, SourceError
-from mbyn.runtime import StopFlag
+from mbyn.process import StopFlag
 from mbyn.settings import INCLUDE_DIR, Settings, get_settings
 from mbyn.sources import shop
 from mbyn.sources.batch import BatchRun, event_id, refuse_stream_limits, run_batch, run_batch_cli

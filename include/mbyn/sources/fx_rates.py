@@ -43,7 +43,7 @@ from typing import Any
 from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import SourceError
-from mbyn.runtime import StopFlag, backoff_delays
+from mbyn.process import StopFlag, backoff_delays
 from mbyn.settings import INCLUDE_DIR, Settings, get_settings
 from mbyn.sources.batch import BatchRun, event_id, refuse_stream_limits, run_batch, run_batch_cli
 

@@ -45,7 +45,7 @@ from typing import Any
 
 from mbyn.contracts.envelope import make_envelope, utc_now_iso, validate
 from mbyn.errors import ContractError, SourceError
-from mbyn.runtime import StopFlag
+from mbyn.process import StopFlag
 from mbyn.settings import Settings, get_settings
 from mbyn.sources import shop
 from mbyn.sources.batch import BatchRun, event_id, refuse_stream_limits, run_batch, run_batch_cli

@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mbyn.errors import PortInUseError, PostgresError, PostgresNotInstalledError
-from mbyn.runtime import port_open
+from mbyn.process import port_open
 from mbyn.settings import Settings
 
 SERVER_OS_USER = "postgres"

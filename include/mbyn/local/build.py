@@ -14,7 +14,7 @@ from mbyn.settings import Settings
 
 #: (name, "module:function") — the function takes Settings and returns a status line
 BUILDERS: list[tuple[str, str]] = [
-    ("kafka", "mbyn.kafka.cluster:build"),
+    ("kafka", "mbyn.local.kafka:build"),
     ("shipments", "mbyn.sources.shipments:build"),
     ("payments", "mbyn.sources.payments:build"),
 ]

@@ -203,7 +203,7 @@ def stop_process_groups(pgids: list[int], grace: float, who: str = "process grou
     """
     import os
 
-    log = logging.getLogger("mbyn.runtime")
+    log = logging.getLogger("mbyn.process")
     known = {pid for pgid in pgids for pid in descendants(pgid)} if with_descendants else set()
 
     def alive() -> tuple[list[int], list[int]]:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mbyn.errors import ClusterError, MbynError
-from mbyn.runtime import pid_alive, port_open, stop_process_groups
+from mbyn.process import pid_alive, port_open, stop_process_groups
 from mbyn.settings import INCLUDE_DIR, Settings
 
 DIST_DIR = INCLUDE_DIR / "kafka-dist"

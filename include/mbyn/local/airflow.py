@@ -18,7 +18,7 @@
 
 Output goes to ``var/logs/airflow.log``. ``down`` sends SIGTERM to the process group, waits up to
 ``STOP_TIMEOUT_S`` and then sends SIGKILL — to the group and to every descendant recorded before the
-stop, so LocalExecutor workers that left the group are not orphaned (``mbyn.runtime.stop_process_groups``
+stop, so LocalExecutor workers that left the group are not orphaned (``mbyn.process.stop_process_groups``
 with ``with_descendants``).
 """
 
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from mbyn.errors import OrchestratorError, PortInUseError
 from mbyn.kafka.security import as_principal, security_environment
 from mbyn.orchestration.connections import connection_env
-from mbyn.runtime import group_alive, port_open, stop_process_groups
+from mbyn.process import group_alive, port_open, stop_process_groups
 from mbyn.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:

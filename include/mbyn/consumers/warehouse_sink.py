@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mbyn.errors import StateError
 from mbyn.kafka.consumer import Batch, CommitMode, ConsumerRuntime, PartitionKey, StreamConsumer
-from mbyn.runtime import StopFlag, backoff_delays
+from mbyn.process import StopFlag, backoff_delays
 from mbyn.settings import Settings
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 
 
 def _kafka_up(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.kafka import cluster
+    from mbyn.local import kafka as cluster
 
     if args.security:
         settings = settings.model_copy(update={"security": args.security})
@@ -36,7 +36,7 @@ def _kafka_credentials(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _kafka_down(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.kafka import cluster
+    from mbyn.local import kafka as cluster
 
     if not cluster.down(settings):
         print("no cluster was running", file=sys.stderr)
@@ -44,7 +44,7 @@ def _kafka_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _kafka_status(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.kafka import cluster
+    from mbyn.local import kafka as cluster
 
     info = cluster.status(settings)
     if args.json:
@@ -81,7 +81,7 @@ def _topics_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _build(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.build import build_all
+    from mbyn.local.build import build_all
 
     build_all(settings, only=args.only or None)
     return 0
@@ -131,7 +131,7 @@ _EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ig
 
 
 def _load_extensions() -> None:
-    from mbyn import commands
+    from mbyn.cli import commands
 
     _EXTENSIONS[:] = commands.REGISTRARS
 

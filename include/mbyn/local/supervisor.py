@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mbyn.errors import ConfigError
-from mbyn.runtime import StopFlag, pid_alive, stop_process_groups
+from mbyn.process import StopFlag, pid_alive, stop_process_groups
 from mbyn.settings import Settings
 
 log = logging.getLogger("mbyn.run")
@@ -310,7 +310,7 @@ def _supports_instance_id(name: str) -> bool:
     import contextlib
     import io
 
-    from mbyn.cli import build_parser
+    from mbyn.cli.main import build_parser
 
     with contextlib.redirect_stderr(io.StringIO()):
         try:

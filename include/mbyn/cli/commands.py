@@ -87,11 +87,11 @@ from mbyn.orchestration.cli import register_airflow  # noqa: E402 - the `airflow
 
 REGISTRARS.append(register_airflow)
 
-from mbyn.warehouse.postgres_local import register as register_postgres  # noqa: E402 - beside its code
+from mbyn.local.postgres import register as register_postgres  # noqa: E402 - beside its code
 
 REGISTRARS.append(register_postgres)
 
-from mbyn.pipeline import register as register_pipeline  # noqa: E402 - `run` / `down` live beside their code
+from mbyn.local.run import register as register_pipeline  # noqa: E402 - `run` / `down` live beside their code
 
 REGISTRARS.append(register_pipeline)
 

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from mbyn.runtime import StopFlag, setup_logging
+from mbyn.process import StopFlag, setup_logging
 from mbyn.settings import Settings
 
 log = logging.getLogger("mbyn.run")
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _banner(settings: Settings, airflow_url: str | None, warehouse: str) -> str:
-    from mbyn.orchestration.local import password_file
+    from mbyn.local.airflow import password_file
 
     lines = ["", "=" * 72, "mbyn is running — M producers → Kafka → N consumer groups", "=" * 72,
              f"Kafka bootstrap     {settings.bootstrap()}"]
@@ -86,10 +86,10 @@ def _seed_batch_sources(settings: Settings) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.kafka import cluster
     from mbyn.kafka.admin import apply_topics
     from mbyn.kafka.security import as_principal
-    from mbyn.supervisor import Supervisor, parse_scale
+    from mbyn.local import kafka as cluster
+    from mbyn.local.supervisor import Supervisor, parse_scale
     from mbyn.warehouse.engine import init_schema, warehouse_engine
 
     setup_logging()
@@ -106,7 +106,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             started.append("kafka")
         env["MBYN_BOOTSTRAP_SERVERS"] = settings.bootstrap()
         if args.warehouse == "postgres" and not settings.warehouse_url:
-            from mbyn.warehouse import postgres_local
+            from mbyn.local import postgres as postgres_local
 
             was_running = postgres_local.status(settings).get("running")
             env["MBYN_WAREHOUSE_URL"] = postgres_local.up(settings)
@@ -129,7 +129,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         supervisor = Supervisor(settings, scale)
         supervisor.start()
         if not args.no_airflow and not stop.is_set():
-            from mbyn.orchestration import local
+            from mbyn.local import airflow as local
 
             was_running = local.status(settings).get("running")
             state = local.up(settings)
@@ -150,15 +150,15 @@ def _stop_services(settings: Settings, started: list[str]) -> None:
     for service in reversed(started):
         try:
             if service == "airflow":
-                from mbyn.orchestration import local
+                from mbyn.local import airflow as local
 
                 local.down(settings)
             elif service == "postgres":
-                from mbyn.warehouse import postgres_local
+                from mbyn.local import postgres as postgres_local
 
                 postgres_local.down(settings)
             elif service == "kafka":
-                from mbyn.kafka import cluster
+                from mbyn.local import kafka as cluster
 
                 cluster.down(settings)
         except Exception as exc:  # noqa: BLE001 - keep stopping the rest; report every failure
@@ -167,7 +167,7 @@ def _stop_services(settings: Settings, started: list[str]) -> None:
 
 def down(settings: Settings, args: argparse.Namespace) -> int:
     """Stop workers recorded by a running `mbyn run`, then Airflow, Postgres and Kafka."""
-    from mbyn.runtime import stop_process_groups
+    from mbyn.process import stop_process_groups
 
     setup_logging()
     state_file = settings.var_dir / "run" / "workers.json"

@@ -1,0 +1,1 @@
+"""The ``mbyn`` command line: ``main`` (in ``mbyn.cli.main``) and one module per command group."""

@@ -1,0 +1,1 @@
+"""Start the pipeline on this laptop: Kafka from Maven, PostgreSQL, Airflow, ``mbyn run`` and its supervisor."""
