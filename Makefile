@@ -60,9 +60,10 @@ fuzz: python-deps ## fuzz the record codec with atheris for FUZZ_SECONDS (defaul
 	@$(BIN)/python fuzz/fuzz_codec.py -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 		-artifact_prefix=var/fuzz/crashes/ var/fuzz/corpus
 
-lint: python-deps ## ruff + mypy
+lint: python-deps ## ruff + mypy + import-linter (the layering in pyproject.toml)
 	@$(BIN)/ruff check include dags plugins tests
 	@$(BIN)/mypy
+	@$(BIN)/lint-imports --config pyproject.toml
 
 secrets-scan: python-deps ## look for committed secrets in every tracked file (detect-secrets; also in `make test`)
 	@$(BIN)/python scripts/secrets_scan.py

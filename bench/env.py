@@ -225,7 +225,7 @@ def create_topic(settings: Settings, name: str, partitions: int) -> None:
     """Create a plain (non-catalog) topic, e.g. the one ProducerPerformance writes to."""
     from confluent_kafka.admin import NewTopic
 
-    from mbyn.kafka.admin import admin_client
+    from mbyn.kafka.clients import admin_client
 
     client = admin_client(settings)
     futures = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])

@@ -23,7 +23,8 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
       "'getrandbits'", "blake2", "utc_now_iso", "make_envelope")),
     ("SQL: SQLAlchemy + driver", ("sqlalchemy", "psycopg", "sqlite3", "'execute'", "'executemany'")),
     ("warehouse-loader row building",
-     ("warehouse_loader.py", "warehouse/engine.py", "_strptime", "fromisoformat", "astimezone")),
+     ("warehouse_loader.py", "warehouse/rows.py", "warehouse/engine.py", "_strptime", "fromisoformat",
+      "astimezone")),
     ("producer / consumer runtime (mbyn)",
      ("mbyn/kafka/", "mbyn/sources/base.py", "mbyn/process.py", "mbyn/consumers/")),
 ]

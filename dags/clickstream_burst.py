@@ -15,6 +15,8 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 
+from mbyn.settings import get_settings
+
 DEFAULT_ARGS = {"owner": "mbyn", "retries": 0}
 
 
@@ -36,7 +38,6 @@ def clickstream_burst() -> None:
     @task
     def send_burst(params: dict | None = None) -> dict:
         """Stream `count` generated records at `rate` and return the producer's counts."""
-        from mbyn.settings import get_settings
         from mbyn.sources.base import stream_to_kafka
         from mbyn.sources.generator import SOURCE, shop_events
 

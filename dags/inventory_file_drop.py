@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import PokeReturnValue, chain, dag, task
 
+from mbyn.settings import get_settings
+
 DEFAULT_ARGS = {"owner": "mbyn", "retries": 1, "retry_delay": timedelta(minutes=1)}
 
 
@@ -31,8 +33,6 @@ def inventory_file_drop() -> None:
     @task.sensor(poke_interval=30, timeout=9 * 60, mode="reschedule", soft_fail=True)
     def wait_for_inventory_files() -> PokeReturnValue:
         """Succeed as soon as at least one file waits in the landing folder."""
-        from mbyn.settings import get_settings
-
         folder = get_settings().landing_dir / "inventory"
         files = sorted(p.name for p in folder.glob("*")
                        if p.is_file() and not p.name.startswith(".") and p.suffix not in (".part", ".tmp"))

@@ -20,11 +20,14 @@ Code: `mbyn.replay.replay`. By hand: `mbyn replay --topic orders --group warehou
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 
 from mbyn.catalog import load_catalog
+from mbyn.settings import get_settings
 
 DEFAULT_ARGS = {"owner": "mbyn", "retries": 0}
 
@@ -53,11 +56,7 @@ def replay_topic() -> None:
     @task
     def replay_from_timestamp(params: dict | None = None) -> dict:
         """Rewind the group and re-process; the summary (also in the task log)."""
-        import json
-        import logging
-
         from mbyn.replay import replay
-        from mbyn.settings import get_settings
 
         params = params or {}
         summary = replay(get_settings(), params["topic"], params["group"], params["from_ts"],

@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+from mbyn.settings import get_settings
+
 DEFAULT_ARGS = {"owner": "mbyn", "retries": 2, "retry_delay": timedelta(minutes=5)}
 
 
@@ -43,7 +45,6 @@ def sales_report_daily() -> None:
     def build_report(params: dict | None = None, **context) -> dict:
         """Build the report of the day and check that its files are there."""
         from mbyn.reports.sales import build_sales_report, report_files, reporting_day
-        from mbyn.settings import get_settings
 
         day = reporting_day((params or {}).get("day"), context.get("logical_date"), context["dag_run"].run_after)
         index = build_sales_report(get_settings(), day)

@@ -1,13 +1,18 @@
-"""Shared process plumbing for producers and consumers: stop signals, logging, rate limiting, progress."""
+"""Shared process plumbing for producers and consumers: stop signals, logging, rate limiting, progress.
+
+``pid_alive`` is here too (the run-state reader needs it); starting and stopping local process groups and
+probing ports is ``mbyn.local.processes``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -95,7 +100,7 @@ class Progress:
             self.report()
 
 
-def backoff_delays(initial: float = 0.5, maximum: float = 15.0, factor: float = 2.0):  # type: ignore[no-untyped-def]
+def backoff_delays(initial: float = 0.5, maximum: float = 15.0, factor: float = 2.0) -> Iterator[float]:
     """Infinite exponential back-off sequence: 0.5, 1, 2, 4 ... capped at ``maximum``."""
     delay = initial
     while True:
@@ -103,18 +108,7 @@ def backoff_delays(initial: float = 0.5, maximum: float = 15.0, factor: float = 
         delay = min(maximum, delay * factor)
 
 
-# Processes and ports ------------------------------------------------------------------------------------
-
-
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+# Processes -----------------------------------------------------------------------------------------------
 
 
 def pid_alive(pid: int) -> bool:
@@ -122,8 +116,6 @@ def pid_alive(pid: int) -> bool:
 
     ``pid`` often comes from a state file: 0 or a negative number would name a process *group* to ``kill``.
     """
-    import os
-
     if pid <= 0:
         return False
     try:
@@ -137,107 +129,3 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a live (non-zombie) member."""
-    import os
-
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid_alive(pgid) or _has_live_member(pgid)
-
-
-def _has_live_member(pgid: int) -> bool:
-    from pathlib import Path
-
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
-
-
-def descendants(pid: int) -> set[int]:
-    """The live children of ``pid``, their children and so on — also those that left its process group."""
-    import psutil
-
-    try:
-        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def _reap(pids: list[int]) -> None:
-    """Collect the exit status of those ``pids`` that are our own children, so none lingers as a zombie."""
-    import os
-
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-KILL_WAIT_S = 10.0  # how long stop_process_groups waits for processes to vanish after SIGKILL
-
-
-def stop_process_groups(pgids: list[int], grace: float, who: str = "process group", *,
-                        with_descendants: bool = False) -> None:
-    """SIGTERM each process group, wait up to ``grace`` seconds, then SIGKILL the groups still alive.
-
-    SIGTERM lets producers flush and consumers commit; the bounded wait keeps a stuck process (a broker
-    waiting for a lost quorum) from hanging the caller. With ``with_descendants``, the descendants of each
-    group leader are recorded before the SIGTERM and waited for and killed like the groups: a process that
-    moved to a process group of its own (Airflow's LocalExecutor workers do) is not orphaned. After a
-    SIGKILL the call waits up to ``KILL_WAIT_S`` until the kernel has removed the processes, so their ports
-    are free when it returns.
-    """
-    import os
-
-    log = logging.getLogger("mbyn.process")
-    known = {pid for pgid in pgids for pid in descendants(pgid)} if with_descendants else set()
-
-    def alive() -> tuple[list[int], list[int]]:
-        """(groups, recorded descendants) still running."""
-        return [p for p in pgids if group_alive(p)], [p for p in known if pid_alive(p)]
-
-    def running() -> bool:
-        groups, others = alive()
-        return bool(groups or others)
-
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and running():
-        _reap(pgids)
-        time.sleep(0.2)
-    groups, others = alive()
-    for pgid in groups:
-        log.warning("%s %d did not stop within %.0fs; sending SIGKILL", who, pgid, grace)
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in others:
-        log.warning("process %d (a descendant of %s %s) did not stop within %.0fs; sending SIGKILL",
-                    pid, who, pgids, grace)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + KILL_WAIT_S
-    while (groups or others) and time.monotonic() < deadline and running():
-        _reap(pgids)
-        time.sleep(0.2)

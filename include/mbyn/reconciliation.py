@@ -1,4 +1,5 @@
-"""The warehouse side of ``mbyn status``'s reconciliation, read at one consistent cut, and its four verdicts.
+"""The reconciliation's arithmetic: the warehouse side read at one consistent cut, each raw topic's buckets
+compared with its table (``topic_verdict``), and the four verdicts. ``mbyn.status`` reads the broker and calls it.
 
 The warehouse-loader commits its rows and its next offsets (``kafka_offsets``) in one transaction; so does
 the dead-letters sink with its quarantine rows. ``read_warehouse`` therefore reads the stored offsets, the
@@ -28,7 +29,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
+
 from mbyn.settings import Settings
+from mbyn.warehouse import schema
+from mbyn.warehouse.engine import warehouse_engine
+from mbyn.warehouse.rows import ROWS
 
 BALANCED = "balanced"
 LAGGING = "lagging"
@@ -76,11 +83,6 @@ def read_warehouse(settings: Settings, coord_groups: Iterable[str] = (),
     table → key column(s) to collect, for tables with at most ``key_limit`` rows. An unreachable or empty
     warehouse is reported in ``error`` / by missing tables, never raised.
     """
-    from sqlalchemy import func, inspect, select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from mbyn.warehouse import schema, warehouse_engine
-
     facts = WarehouseFacts()
     engine = warehouse_engine(settings, read_only=True)
     try:
@@ -144,3 +146,108 @@ def listed(keys: Iterable[Any]) -> list[Any]:
 
 def _show(key: Any) -> str:
     return "(" + ", ".join(key) + ")" if isinstance(key, tuple) else str(key)
+
+
+@dataclass
+class Tally:
+    """What reading one raw topic found, per bucket (see ``mbyn.status``)."""
+
+    records: int = 0
+    pending: int = 0
+    quarantined: int = 0
+    awaiting: int = 0
+    unreadable: int = 0
+    loaded: int = 0
+    tombstones: int = 0
+    tombstones_without_row: int = 0
+    keys: set[Any] = field(default_factory=set)
+    pending_keys: set[Any] = field(default_factory=set)  # row keys of records past the loader's position
+    missing_quarantine: list[str] = field(default_factory=list)  # "topic[p]@offset" without a quarantine row
+    lost: list[str] = field(default_factory=list)  # "topic[p]@offset" of unreadable records (first ones)
+
+
+def topic_verdict(topic: str, tally: Tally, phys: str, starts: Mapping[PartitionKey, int],
+                   ends: Mapping[PartitionKey, int], wh: WarehouseFacts, reasons: Mapping[str, int],
+                   full: bool) -> dict[str, Any]:
+    """Compare one raw topic's buckets with its table's keys; name every difference, explain the rest in notes."""
+    spec = ROWS[topic]
+    parts = [k for k in ends if k[0] == phys]
+    span = sum(ends[k] - starts[k] for k in parts)
+    expired = sum(starts[k] for k in parts)
+    rows = wh.tables.get(spec.table)
+    table_keys = wh.keys.get(spec.table)
+    notes: list[str] = []
+    imbalance: list[str] = []
+    lag: list[str] = []
+    if tally.pending:
+        lag.append(f"{tally.pending} record(s) not loaded yet (loader lag)")
+    if tally.awaiting:
+        lag.append(f"{tally.awaiting} record(s) dead-lettered, their dead letters not yet quarantined")
+    if tally.unreadable:
+        imbalance.append(f"{tally.unreadable} record(s) below the loader's position neither loaded nor "
+                         f"quarantined ({name_keys(tally.lost)})")
+    if tally.missing_quarantine:
+        imbalance.append(f"quarantine row(s) missing for dead-lettered record(s) {name_keys(tally.missing_quarantine)}")
+    quarantined_total = sum(reasons.values())
+    if quarantined_total:
+        detail = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        notes.append(f"{quarantined_total} record(s) quarantined ({detail})")
+    expected = collapsed = without_record = None
+    missing: set[Any] | None = None
+    extra: set[Any] | None = None
+    checked = full
+    if full:
+        expected = len(tally.keys)
+        collapsed = tally.loaded - tally.tombstones_without_row - expected
+        without_record = span - tally.records
+        if collapsed:
+            notes.append(f"{collapsed} {spec.collapse}")
+        if tally.tombstones:
+            kept = tally.tombstones - tally.tombstones_without_row
+            effects = [f"{kept} mark a row deleted"] if kept else []
+            if tally.tombstones_without_row:
+                effects.append(f"{tally.tombstones_without_row} skipped (no row)")
+            notes.append(f"{tally.tombstones} tombstone(s): {', '.join(effects)}")
+        if without_record:
+            notes.append(f"{without_record} offset(s) hold no readable record (transaction markers, aborted "
+                         "transactions or compacted-away records)")
+        if expired:
+            notes.append(f"{expired} offset(s) before the log start were deleted (retention/compaction); rows "
+                         "loaded from them cannot be matched")
+        if rows is None:
+            missing, extra = set(tally.keys), set()
+        elif table_keys is None:
+            checked = False
+            notes.append(f"table {spec.table} has {rows} rows, more than the scan limit: rows not compared")
+        else:
+            missing, extra = tally.keys - table_keys, table_keys - tally.keys
+            ahead = extra & tally.pending_keys
+            if ahead:  # another writer of the table (the shipments batch DAG) loaded records the loader has not
+                notes.append(f"{len(ahead)} row(s) for record(s) past the loader's position (another writer "
+                             "of the table)")
+                extra -= ahead
+            if extra and expired:
+                notes.append(f"{len(extra)} row(s) without a record: loaded from deleted offsets")
+                extra = set()
+        if missing:
+            where = f"no row in {spec.table}" if rows is not None else f"table {spec.table} does not exist"
+            imbalance.append(f"missing {spec.key} {name_keys(missing)} ({where})")
+        if extra:
+            imbalance.append(f"extra {spec.key} {name_keys(extra)} (row(s) in {spec.table} without a record "
+                             "on the topic)")
+    else:
+        notes.append(f"not read record by record ({span} offsets exceed the scan limit): positions checked, "
+                     "rows not compared")
+    verdict = NOT_BALANCED if imbalance else NOT_CHECKED if not checked else LAGGING if lag else BALANCED
+    return {
+        "table": spec.table, "key": spec.key, "span": span, "expired": expired,
+        "records": tally.records if full else None, "offsets_without_record": without_record,
+        "pending": tally.pending, "quarantined": tally.quarantined if full else quarantined_total,
+        "quarantine_reasons": dict(reasons), "awaiting_quarantine": tally.awaiting if full else None,
+        "missing_quarantine": tally.missing_quarantine[:LISTED_KEYS] if full else None,
+        "unreadable": tally.unreadable if full else None, "loaded": tally.loaded if full else None,
+        "tombstones": tally.tombstones if full else None, "collapsed": collapsed, "expected_rows": expected,
+        "rows": rows, "missing_keys": None if missing is None else listed(missing),
+        "extra_keys": None if extra is None else listed(extra), "caught_up": tally.pending == 0,
+        "verdict": verdict, "balanced": verdict == BALANCED, "notes": notes, "problems": imbalance + lag,
+    }

@@ -40,19 +40,28 @@ when the record was produced — usually within milliseconds of the envelope's `
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mbyn.errors import ConsumerGroupActiveError, ReplayError
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import func, inspect, select, update
+
+from mbyn.catalog import load_catalog
+from mbyn.consumers.runtime import run_consumer
+from mbyn.errors import CatalogError, ConsumerGroupActiveError, ReplayError
+from mbyn.kafka.inspect import committed_offsets, group_members, offsets_for_time, open_admin, partitions_of
 from mbyn.settings import Settings
+from mbyn.warehouse import load_offsets, sink_errors, utc_now, warehouse_engine
+from mbyn.warehouse.schema import kafka_offsets as ko
+from mbyn.warehouse.schema import metadata
 
 if TYPE_CHECKING:
-    from confluent_kafka.admin import AdminClient
-
-    from mbyn.kafka.consumer import StreamConsumer
+    from mbyn.consumers.contract import StreamConsumer
     from mbyn.process import StopFlag
 
 log = logging.getLogger("mbyn.replay")
@@ -117,10 +126,6 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
     ``stop`` ends the in-process re-load early (the CLI installs one for SIGTERM/Ctrl-C); what it had not
     re-read yet is re-read by the group's next start, and ``reprocessed`` counts only what it did.
     """
-    from mbyn.catalog import load_catalog
-    from mbyn.errors import CatalogError
-    from mbyn.kafka.admin import admin_client
-
     if source not in SOURCES:
         raise ReplayError(f"source: {source!r} is not one of {', '.join(SOURCES)}")
     if source == "lake":
@@ -141,11 +146,14 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
         raise ReplayError(additive_refusal(group_id, consumer_name, physical))
     log.info("replay: %s for group %s from %s", physical, group_id, when.isoformat())
 
-    admin = admin_client(settings, timeout_s=KAFKA_TIMEOUT_S)
+    admin = open_admin(settings, timeout_s=KAFKA_TIMEOUT_S)
     ensure_no_members(admin, group_id)
-    partitions = _partitions(settings, physical)
-    targets = offsets_for_time(settings, physical, partitions, when)
-    committed = _committed(admin, group_id, physical, partitions)
+    partitions = partitions_of(admin, physical, timeout_s=KAFKA_TIMEOUT_S)
+    if partitions is None:
+        raise ReplayError(f"topic {physical} does not exist on {settings.bootstrap()}; run `mbyn topics apply`")
+    targets = offsets_for_time(settings, physical, partitions, when, timeout_s=KAFKA_TIMEOUT_S)
+    committed = {p: o for (_, p), o in committed_offsets(admin, group_id, [(physical, p) for p in partitions],
+                                                           timeout_s=KAFKA_TIMEOUT_S).items() if o is not None}
     stored = _stored_offsets(settings, group_id, physical)
     positions = {p: stored.get(p, committed.get(p)) for p in partitions}
     if all(v is None for v in positions.values()):
@@ -190,70 +198,18 @@ def additive_refusal(group_id: str, consumer_name: str, physical: str) -> str:
 
 def ensure_no_members(admin: AdminClient, group_id: str) -> None:
     """Raise ConsumerGroupActiveError when ``group_id`` has members (an unknown group has none)."""
-    from confluent_kafka import KafkaError, KafkaException
-
-    future = admin.describe_consumer_groups([group_id], request_timeout=KAFKA_TIMEOUT_S)[group_id]
     try:
-        description = future.result()
+        members = group_members(admin, group_id, timeout_s=KAFKA_TIMEOUT_S)
     except KafkaException as exc:
-        if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError.GROUP_ID_NOT_FOUND:
-            return
         raise ReplayError(f"cannot describe consumer group {group_id}: {exc}") from None
-    if description.members:
-        who = ", ".join(f"{m.client_id}@{m.host.strip('/')}" for m in description.members)
+    if members:
+        who = ", ".join(f"{m.client_id}@{m.host.strip('/')}" for m in members)
         raise ConsumerGroupActiveError(
-            f"consumer group {group_id} has {len(description.members)} active member(s) ({who}); stop its "
+            f"consumer group {group_id} has {len(members)} active member(s) ({who}); stop its "
             "consumers (Ctrl-C or SIGTERM) and replay again")
 
 
-def _partitions(settings: Settings, physical: str) -> list[int]:
-    from confluent_kafka.admin import AdminClient
-
-    from mbyn.kafka.security import client_config
-
-    meta = AdminClient(client_config(settings)).list_topics(physical, timeout=KAFKA_TIMEOUT_S)
-    info = meta.topics.get(physical)
-    if info is None or info.error is not None or not info.partitions:
-        raise ReplayError(f"topic {physical} does not exist on {settings.bootstrap()}; run `mbyn topics apply`")
-    return sorted(info.partitions)
-
-
-def offsets_for_time(settings: Settings, physical: str, partitions: list[int], when: datetime) -> dict[int, int]:
-    """Per partition the offset of the first record at or after ``when``; the end offset if there is none."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from mbyn.kafka.security import client_config
-
-    consumer = Consumer({**client_config(settings), "group.id": "mbyn-replay-probe",
-                         "enable.auto.commit": False})
-    try:
-        ms = int(when.timestamp() * 1000)
-        found = consumer.offsets_for_times([TopicPartition(physical, p, ms) for p in partitions],
-                                           timeout=KAFKA_TIMEOUT_S)
-        out = {}
-        for tp in found:
-            if tp.error is not None:
-                raise ReplayError(f"offsets_for_times failed for {physical}[{tp.partition}]: {tp.error}")
-            if tp.offset < 0:  # no record that recent: the end of the partition
-                tp.offset = consumer.get_watermark_offsets(TopicPartition(physical, tp.partition),
-                                                           timeout=KAFKA_TIMEOUT_S)[1]
-            out[tp.partition] = int(tp.offset)
-        return out
-    finally:
-        consumer.close()
-
-
-def _committed(admin: AdminClient, group_id: str, physical: str, partitions: list[int]) -> dict[int, int]:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
-    request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(physical, p) for p in partitions])
-    result = admin.list_consumer_group_offsets([request], request_timeout=KAFKA_TIMEOUT_S)[group_id].result()
-    return {tp.partition: int(tp.offset) for tp in result.topic_partitions if tp.error is None and tp.offset >= 0}
-
-
 def _alter_committed(admin: AdminClient, group_id: str, physical: str, moves: list[PartitionMove]) -> None:
-    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-
     request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(physical, m.partition, m.to_offset)
                                                       for m in moves])
     try:
@@ -270,10 +226,6 @@ def _alter_committed(admin: AdminClient, group_id: str, physical: str, moves: li
 
 def _stored_offsets(settings: Settings, group_id: str, physical: str) -> dict[int, int]:
     """The group's offsets on ``physical`` in ``kafka_offsets`` (empty when it does not store them there)."""
-    from sqlalchemy import inspect
-
-    from mbyn.warehouse import load_offsets, sink_errors, warehouse_engine
-
     engine = warehouse_engine(settings)
     try:
         with sink_errors("replay: reading kafka_offsets"):
@@ -287,11 +239,6 @@ def _stored_offsets(settings: Settings, group_id: str, physical: str) -> dict[in
 
 def rewind_stored_offsets(settings: Settings, group_id: str, physical: str, moves: list[PartitionMove]) -> int:
     """Set the group's stored offsets of the moved partitions back, in one transaction; rows changed."""
-    from sqlalchemy import update
-
-    from mbyn.warehouse import sink_errors, utc_now, warehouse_engine
-    from mbyn.warehouse.schema import kafka_offsets as ko
-
     engine = warehouse_engine(settings)
     changed = 0
     try:
@@ -309,8 +256,6 @@ def rewind_stored_offsets(settings: Settings, group_id: str, physical: str, move
 
 
 def _in_process_factory(consumer_name: str) -> Callable[[Settings], StreamConsumer] | None:
-    import importlib
-
     target = IN_PROCESS.get(consumer_name)
     if target is None:
         return None
@@ -319,11 +264,6 @@ def _in_process_factory(consumer_name: str) -> Callable[[Settings], StreamConsum
 
 
 def _row_counts(settings: Settings) -> dict[str, int]:
-    from sqlalchemy import func, inspect, select
-
-    from mbyn.warehouse import sink_errors, warehouse_engine
-    from mbyn.warehouse.schema import metadata
-
     engine = warehouse_engine(settings)
     try:
         with sink_errors("replay: counting rows"), engine.connect() as conn:
@@ -337,8 +277,6 @@ def _row_counts(settings: Settings) -> dict[str, int]:
 def _reload(settings: Settings, factory: Callable[[Settings], StreamConsumer], group_id: str, physical: str,
             moves: list[PartitionMove], idle_exit: float, stop: StopFlag | None) -> dict[str, Any]:
     """Run one copy of the consumer until idle; what it re-processed and what it did to the row counts."""
-    from mbyn.kafka.consumer import run_consumer
-
     before = _row_counts(settings)
     consumer = factory(settings)
     log.info("replay: running %s in-process until idle for %.0fs", consumer.name, idle_exit)
@@ -361,33 +299,3 @@ def _reload(settings: Settings, factory: Callable[[Settings], StreamConsumer], g
         "rows_unchanged": all(before.get(t, 0) == after.get(t, 0) for t in written),
     }
 
-
-# CLI ------------------------------------------------------------------------------------------------
-
-def _replay_command(settings: Settings, args: Any) -> int:
-    import json
-
-    from mbyn.process import StopFlag, setup_logging
-
-    setup_logging()
-    summary = replay(settings, args.topic, args.group, args.from_ts, source=args.source,
-                     reload=not args.no_reload, idle_exit=args.idle_exit, stop=StopFlag().install())
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def register_commands(sub: Any) -> None:
-    """``mbyn replay --topic T --group G --from-ts ISO [--source kafka|lake] [--no-reload] [--idle-exit S]``."""
-    p = sub.add_parser("replay", help="rewind a consumer group on a topic to a timestamp and re-process",
-                       description="Rewind GROUP's offsets on TOPIC to the first record at or after FROM_TS (Kafka "
-                                   "and, for warehouse consumers, kafka_offsets) and re-load; the group must have "
-                                   "no active members. Prints a JSON summary.")
-    p.add_argument("--topic", required=True, help="catalog topic, e.g. orders")
-    p.add_argument("--group", required=True, help="consumer name as in `mbyn consume NAME`, e.g. warehouse-loader")
-    p.add_argument("--from-ts", required=True, help="ISO-8601 time, e.g. 2026-11-25T10:00:00Z (naive = UTC)")
-    p.add_argument("--source", choices=SOURCES, default="kafka", help="where to re-read from (default: kafka)")
-    p.add_argument("--no-reload", action="store_true",
-                   help="only rewind; the group's consumers re-read on their next start")
-    p.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT_S,
-                   help=f"in-process re-load stops after S seconds without records (default {DEFAULT_IDLE_EXIT_S:g})")
-    p.set_defaults(handler=_replay_command)

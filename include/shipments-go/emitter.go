@@ -23,7 +23,7 @@ var errStartup = errors.New("start-up failed")
 // implies acks=all — set explicitly here for the reader), lz4, 20 ms linger, and a delivery timeout so
 // that a broker gone for good fails records (counted as "failed") instead of hanging the flush.
 // In the secured mode every client authenticates with SASL/SCRAM-SHA-512 as cfg.SASLUser — the same
-// settings as the Python clients' mbyn.kafka.security.client_config.
+// settings as the Python clients' mbyn.kafka.clients.client_config.
 func producerOpts(cfg Config) []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Bootstrap...),

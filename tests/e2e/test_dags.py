@@ -88,8 +88,8 @@ def test_shipments_hourly_load_quarantines_hostile_records_and_fails_on_an_outag
     import json
 
     from mbyn.consumers.dead_letters import DeadLetterSink, replay
+    from mbyn.consumers.runtime import run_consumer
     from mbyn.contracts.dead_letters import parse_headers
-    from mbyn.kafka.consumer import run_consumer
     from mbyn.kafka.producer import TopicProducer
     from mbyn.orchestration.connections import KAFKA_CONN_ID, kafka_extra
     from mbyn.settings import get_settings
@@ -213,19 +213,19 @@ def test_a_shipment_that_fails_alone_for_another_reason_is_dead_lettered_as_unex
     refusal) is found by the record-by-record re-run and dead-lettered ``unexpected_error``; the rest load."""
     import json
 
-    from mbyn.consumers.warehouse_loader import WarehouseLoader
     from mbyn.contracts.dead_letters import parse_headers
+    from mbyn.orchestration import shipments_load
     from mbyn.orchestration.connections import KAFKA_CONN_ID, kafka_extra
     from mbyn.orchestration.shipments_load import load_shipment_batch
 
-    write = WarehouseLoader.write
+    write = shipments_load.upsert_records
 
-    def write_or_explode(self: WarehouseLoader, conn: Any, batch: Any) -> int:
-        if any(r.data["payload"]["carrier"] == "BOOM" for r in batch.records):
+    def write_or_explode(conn: Any, spec: Any, records: Any) -> Any:
+        if any(r.data["payload"]["carrier"] == "BOOM" for r in records):
             raise RuntimeError("a bug that only this record triggers")
-        return write(self, conn, batch)
+        return write(conn, spec, records)
 
-    monkeypatch.setattr(WarehouseLoader, "write", write_or_explode)
+    monkeypatch.setattr(shipments_load, "upsert_records", write_or_explode)
     topic = airflow_env.topic_prefix + "shipments"
     envelopes = [_shipment(i) for i in range(5)]
     envelopes[2]["payload"]["carrier"] = "BOOM"

@@ -46,8 +46,8 @@ from confluent_kafka import Consumer, TopicPartition
 from mbyn.catalog import load_catalog
 from mbyn.contracts.codec import verdict
 from mbyn.contracts.envelope import encode, validate
-from mbyn.local.supervisor import DEFAULT_ARGS
 from mbyn.settings import Settings, get_settings, load_settings
+from mbyn.workers import WORKERS
 from tests.integration.test_bad_input import (
     KCAT,
     RAW_TOPICS,
@@ -301,7 +301,7 @@ def run_pipeline(bootstrap: str, var: Path, warehouse_url: str) -> Outcome:
     sent = [s for records in [*corpus.values(), *headed.values()] for s in records] + rates
     by_kcat = {topic: {(s.key, s.value) for s in sent if s.topic == topic} for topic in RAW_TOPICS}
     consumers = {name: start(name, ["consume", name, *args], env, logs) for name, args in CONSUMERS.items()}
-    services = {s.group: start(s.group, ["produce", s.worker, *DEFAULT_ARGS.get(f"produce:{s.worker}", [])], env, logs)
+    services = {s.group: start(s.group, ["produce", s.worker, *WORKERS[s.worker].args], env, logs)
                 for s in SERVICES}
     exits: dict[str, int | None] = {}
     codes: dict[str, int] = {}

@@ -109,7 +109,7 @@ def local_airflow(topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: P
     state = local.up(settings, dags_folder=dags)
     import psutil
 
-    from mbyn.process import descendants
+    from mbyn.local.processes import descendants
 
     tree = {state.pid, *descendants(state.pid)}
     try:

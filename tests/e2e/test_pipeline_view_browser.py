@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 import pytest
 
 from mbyn.settings import PROJECT_ROOT, Settings
+from tests.helpers.processes import stop_all
 from tests.plugins.airflow import standalone_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
@@ -77,15 +78,8 @@ def data_flowing(airflow_with_plugin: Settings, tmp_path: Path) -> Iterator[Sett
     try:
         yield airflow_with_plugin
     finally:
-        for proc, _ in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, log in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all((proc for proc, _ in procs), signal.SIGTERM, timeout=60)
+        for _, log in procs:
             log.close()
 
 
@@ -158,8 +152,7 @@ def _save_failure(page: Any, blog: BrowserLog, folder: Path) -> None:
 def _what_is_missing(page: Any, prefix: str) -> list[str]:
     """What the live view does not show yet (empty when everything is there), with the error banner's text."""
     from mbyn.catalog import load_catalog
-    from mbyn.consumers import CONSUMERS
-    from mbyn.sources import PRODUCERS
+    from mbyn.workers import consumers, producers
 
     frame = _pipeline_frame(page)  # looked up each time: the UI may recreate its iframe
     found: list[str] = []
@@ -167,8 +160,8 @@ def _what_is_missing(page: Any, prefix: str) -> list[str]:
                                                              "els => els.map(e => ({...e.dataset}))")
     if not nodes:
         found.append("no graph drawn yet")
-    expected = ({("producer", p) for p in PRODUCERS} | {("topic", t) for t in load_catalog().topics}
-                | {("group", c) for c in CONSUMERS})
+    expected = ({("producer", p.name) for p in producers()} | {("topic", t) for t in load_catalog().topics}
+                | {("group", c.name) for c in consumers()})
     drawn = {(n["kind"], n["name"]) for n in nodes}
     if expected - drawn:
         found.append(f"not drawn: {sorted(expected - drawn)}")

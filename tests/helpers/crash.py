@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mbyn.settings import PROJECT_ROOT
+from tests.helpers.processes import reaped
 
 #: The table an INSERT or UPDATE statement writes (names may be quoted).
 _WRITE = re.compile(r'\s*(?:INSERT\s+INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
@@ -88,11 +89,8 @@ def run_until_killed(kill: Sequence[str], mbyn_args: Sequence[str], log: Path, t
     with log.open("ab") as err:
         proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.crash", *kill, "--", *mbyn_args],
                                 cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=err)
-    try:
+    with reaped(proc):
         code = proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == -signal.SIGKILL, f"expected a SIGKILL, exit status {code}:\n{log.read_text()[-3000:]}"
 
 

@@ -37,6 +37,8 @@ import sqlalchemy as sa
 from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, encode, make_envelope, validate
 from mbyn.settings import Settings, load_settings
+from mbyn.warehouse.rows import ROWS
+from mbyn.workers import RAW_TOPICS
 from tests.plugins.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -45,9 +47,7 @@ KCAT = shutil.which("kcat")
 needs_kcat = pytest.mark.skipif(KCAT is None and "CI" not in os.environ,
                                 reason="kcat not installed (make system-deps installs it)")
 
-RAW_TOPICS = ("clickstream", "orders", "payments", "customers", "inventory", "fx-rates", "shipments")
-TABLES = {"clickstream": "clicks", "orders": "orders", "payments": "payments", "customers": "customers",
-          "inventory": "inventory", "fx-rates": "fx_rates", "shipments": "shipments"}
+TABLES = {topic: ROWS[topic].table for topic in RAW_TOPICS}
 #: kcat -K / -D separators: control bytes that JSON text never contains unescaped.
 KEY_SEP, RECORD_SEP = b"\x1f", b"\x1e"
 NOW = "2026-11-25T10:00:00Z"

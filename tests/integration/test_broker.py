@@ -11,7 +11,8 @@ from confluent_kafka import Producer
 
 from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import validate
-from mbyn.kafka.admin import admin_client, apply_topics
+from mbyn.kafka.admin import apply_topics
+from mbyn.kafka.clients import admin_client
 from tests.helpers.kafka import read_all
 
 pytestmark = pytest.mark.integration

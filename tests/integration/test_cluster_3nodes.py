@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from mbyn.kafka.admin import admin_client, apply_topics
+from mbyn.kafka.admin import apply_topics
+from mbyn.kafka.clients import admin_client
 from mbyn.settings import PROJECT_ROOT, load_settings
 from tests.conftest import free_port_block
 from tests.helpers.kafka import read_all

@@ -10,12 +10,13 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from mbyn.consumers.contract import Batch, StreamConsumer
+from mbyn.consumers.runtime import run_consumer
 from mbyn.contracts.dead_letters import parse_headers
 from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import PoisonRecordError, SinkRejectedError, SinkUnavailableError
-from mbyn.kafka.consumer import Batch, StreamConsumer, run_consumer
+from mbyn.kafka.clients import client_config
 from mbyn.kafka.producer import TopicProducer
-from mbyn.kafka.security import client_config
 from mbyn.process import StopFlag
 from mbyn.settings import Settings
 from tests.helpers.kafka import read_all

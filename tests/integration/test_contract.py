@@ -20,11 +20,12 @@ import pytest
 from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import validate
 from mbyn.sources.inventory_drop import write_demo_file
+from mbyn.workers import RAW_TOPICS
 from tests.helpers.kafka import read_all
+from tests.helpers.processes import reaped, stop
 
 pytestmark = pytest.mark.integration
 
-RAW_TOPICS = ("clickstream", "orders", "fx-rates", "customers", "inventory", "payments", "shipments")
 SOURCES = {"clickstream": "clickstream-generator", "orders": "clickstream-generator", "payments": "payments-service",
            "shipments": "shipment-tracker"}
 
@@ -68,9 +69,9 @@ def test_every_producer_writes_the_catalog_contract(topics):
 def test_generator_sigterm_flushes_and_loses_nothing(topics):
     proc = subprocess.Popen([sys.executable, "-m", "mbyn.cli", "produce", "clickstream", "--rate", "400",
                              "--seed", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    with reaped(proc):
+        time.sleep(8)
+        out, err = stop(proc, signal.SIGTERM, timeout=60)
     assert proc.returncode == 0, err[-2000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["stopped_by"] == "SIGTERM" and summary["delivered"] == summary["sent"] > 0

@@ -9,9 +9,9 @@ import pytest
 
 from mbyn.consumers.dead_letters import DeadLetterSink
 from mbyn.consumers.lake_archiver import LakeArchiver
+from mbyn.consumers.runtime import run_consumer
 from mbyn.consumers.warehouse_loader import WarehouseLoader
 from mbyn.contracts.dead_letters import build_headers
-from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from tests.helpers.crash import run_until_killed
 from tests.helpers.kafka import read_all

@@ -31,6 +31,7 @@ from mbyn.errors import ContractError, SourceError
 from mbyn.settings import PROJECT_ROOT, Settings, get_settings, load_settings
 from tests.conftest import free_port_block
 from tests.helpers.kafka import read_all
+from tests.helpers.processes import reap
 
 pytestmark = pytest.mark.integration
 
@@ -112,9 +113,7 @@ class Proc:
         return json.loads(lines[-1])  # type: ignore[no-any-return]
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+        reap(self.proc, timeout=30)
 
 
 def query(settings: Settings, sql: str) -> list[Any]:
@@ -178,7 +177,8 @@ def test_sigkill_of_a_broker_under_load_loses_no_acknowledged_record(ha: Cluster
                                                                       tmp_path: Path) -> None:
     from confluent_kafka.admin import ConfigResource
 
-    from mbyn.kafka.admin import admin_client, apply_topics
+    from mbyn.kafka.admin import apply_topics
+    from mbyn.kafka.clients import admin_client
     from mbyn.local import kafka as cluster
 
     apply_topics(ha_env)

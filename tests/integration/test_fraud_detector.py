@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import Producer
 
 from mbyn.consumers.fraud_detector import FraudDetector, FraudRules, alert_id
+from mbyn.consumers.runtime import run_consumer
 from mbyn.contracts.envelope import encode, make_envelope
-from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings
 from tests.helpers.crash import run_until_killed

@@ -20,13 +20,14 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mbyn.consumers.contract import Batch, Record
 from mbyn.consumers.dead_letters import DeadLetterSink
 from mbyn.consumers.warehouse_loader import WarehouseLoader
 from mbyn.contracts.codec import decode_record
 from mbyn.errors import SinkRejectedError
-from mbyn.kafka.consumer import Batch, Record
 from mbyn.settings import Settings
 from mbyn.warehouse import init_schema, sink_errors, warehouse_engine
+from mbyn.warehouse.rows import ROWS
 from tests.plugins.postgres import warehouse_fixture
 from tests.unit.test_hostile_properties import (
     _HEALTH,
@@ -130,7 +131,7 @@ def test_edge_values_the_codec_accepts_are_loaded(warehouse: Settings, topic: st
             refused.append(f"{topic} offset {record.offset} ({record.value!r:.300}): {exc}")
     loader.close()
     assert not refused, "\n".join(refused)
-    table = {"clickstream": "clicks", "fx-rates": "fx_rates"}.get(topic, topic)
+    table = ROWS[topic].table
     assert len(rows(warehouse, table)) == 3, table  # one row per edge mode (the tombstone marks one deleted)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from mbyn.settings import Settings
 from mbyn.sources import shop
 from mbyn.sources.inventory_drop import inbox, publish_inventory_files
 from tests.helpers.kafka import read_all
+from tests.helpers.processes import reaped, stop
 
 pytestmark = pytest.mark.integration
 
@@ -158,13 +160,11 @@ def test_demo_file_from_the_cli_is_published(topics):
 
 
 def test_watch_keeps_polling_until_ctrl_c(topics):
-    import signal
-
     env = {**os.environ, "MBYN_LANDING_MIN_AGE_S": "0"}
     drop(topics, "first.csv", HEADER + csv_row(11))
     proc = subprocess.Popen([sys.executable, "-m", "mbyn.cli", "produce", "inventory", "--watch", "--interval", "0.3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 60
         while not (inbox(topics) / "done" / "first.csv").exists():
             assert proc.poll() is None and time.monotonic() < deadline, "first file not picked up"
@@ -173,12 +173,7 @@ def test_watch_keeps_polling_until_ctrl_c(topics):
         while not (inbox(topics) / "done" / "second.csv").exists():
             assert proc.poll() is None and time.monotonic() < deadline, "second file not picked up"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err = stop(proc, signal.SIGINT, timeout=30)
     assert proc.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["stopped_by"] == "SIGINT" and summary["files_published"] == 2 and summary["passes"] >= 2

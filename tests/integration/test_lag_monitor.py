@@ -15,6 +15,7 @@ from confluent_kafka import Producer, TopicPartition
 from mbyn.consumers.lag_monitor import monitor, sample_lag
 from mbyn.settings import Settings
 from tests.helpers.kafka import commit_offsets
+from tests.helpers.processes import reaped, stop
 from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
@@ -66,15 +67,11 @@ def test_monitor_writes_lag_samples_and_stops_on_sigterm(warehouse, tmp_path):
     with log.open("wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "mbyn.cli", "consume", "lag-monitor", "--interval", "0.5"],
                                 stdout=subprocess.PIPE, stderr=err)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 60
         while "round 1" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, _ = stop(proc, signal.SIGTERM, timeout=60)
     assert proc.returncode == 0, log.read_text()[-2000:]
     cli = json.loads(out.decode().strip().splitlines()[-1])
     assert cli["stopped_by"] == "SIGTERM" and cli["rounds"] >= 1 and cli["rows"] == 2 * cli["rounds"]

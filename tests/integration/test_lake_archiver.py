@@ -12,8 +12,8 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from mbyn.consumers.lake_archiver import LakeArchiver, reload_from_lake
+from mbyn.consumers.runtime import run_consumer
 from mbyn.contracts.envelope import make_envelope
-from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from mbyn.consumers.order_enricher import OrderEnricher
+from mbyn.consumers.runtime import run_consumer
 from mbyn.contracts.envelope import make_envelope
-from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
 from tests.helpers.kafka import read_all
+from tests.helpers.processes import reap
 
 pytestmark = pytest.mark.integration
 
@@ -126,8 +127,7 @@ def test_exactly_one_enriched_record_per_order_across_a_sigkill(topics, tmp_path
         code = copy.proc.wait(120)
         assert code == 0, copy.log.read_text()[-3000:]
     finally:
-        if copy.proc is not None and copy.proc.poll() is None:
-            copy.proc.kill()
+        reap(copy.proc)  # the restarted copy
     summary = json.loads(copy.out.read_text().strip().splitlines()[-1])
     assert summary["dead_lettered"] == 0
 

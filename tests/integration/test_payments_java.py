@@ -36,6 +36,7 @@ from mbyn.contracts.dead_letters import DeadLetterInfo, parse_headers
 from mbyn.contracts.envelope import make_envelope, validate
 from mbyn.settings import Settings, get_settings
 from tests.helpers.kafka import Read, read_all
+from tests.helpers.processes import reaped, stop
 
 pytestmark = pytest.mark.integration
 
@@ -237,15 +238,10 @@ def test_sigterm_mid_stream_sends_pending_commits_and_exits_0(payments_jar: Path
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
-    try:
+    with reaped(proc):
         assert assigned.wait(120), "".join(stderr_lines)[-3000:]
         time.sleep(2.5)  # ~100 payments at 40/s, late ones held
-        proc.send_signal(signal.SIGTERM)
-        stdout, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stdout, _ = stop(proc, signal.SIGTERM, timeout=120)
     reader.join(10)
     assert proc.returncode == 0, "".join(stderr_lines)[-3000:]
     summary = json.loads(stdout.strip().splitlines()[-1])

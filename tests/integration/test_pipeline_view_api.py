@@ -72,8 +72,8 @@ def test_without_login_override_the_app_refuses_anonymous_requests(topics: Setti
 
 def test_graph_and_groups_show_producers_topics_groups_and_rates(client: Any, topics: Settings,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mbyn.consumers.runtime import run_consumer
     from mbyn.consumers.warehouse_loader import WarehouseLoader
-    from mbyn.kafka.consumer import run_consumer
 
     first = client.get("/api/graph")
     assert first.status_code == 200, first.text
@@ -176,8 +176,8 @@ def test_hostile_records_never_break_status_or_the_view(client: Any, topics: Set
     from confluent_kafka import Producer
 
     from mbyn.consumers.dead_letters import DeadLetterSink
+    from mbyn.consumers.runtime import run_consumer
     from mbyn.consumers.warehouse_loader import WarehouseLoader
-    from mbyn.kafka.consumer import run_consumer
 
     producer = Producer({"bootstrap.servers": topics.bootstrap()})
     for topic, key, value, headers in HOSTILE:

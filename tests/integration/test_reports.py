@@ -98,7 +98,7 @@ def run_until_caught_up(settings: Settings, factory: Any, attempts: int = 4) -> 
     One idle-exit run can stop early on a busy machine (a partition's first fetch arriving later than the
     idle window); the stored offsets, not the run, say when everything is loaded. Returns summed counters.
     """
-    from mbyn.kafka.consumer import run_consumer
+    from mbyn.consumers.runtime import run_consumer
 
     totals: Counter[str] = Counter()
     for _ in range(attempts):

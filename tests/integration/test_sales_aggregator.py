@@ -14,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import Producer
 
+from mbyn.consumers.contract import Batch, Record
+from mbyn.consumers.runtime import run_consumer
 from mbyn.consumers.sales_aggregator import SalesAggregator
 from mbyn.contracts.envelope import encode, make_envelope
-from mbyn.kafka.consumer import Batch, Record, run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings
 from mbyn.warehouse.engine import init_schema, warehouse_engine

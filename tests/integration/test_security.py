@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from mbyn.kafka.admin import apply_topics
-from mbyn.kafka.security import as_principal, client_config, local_credentials
+from mbyn.kafka.clients import client_config
+from mbyn.kafka.security import as_principal, local_credentials
 from mbyn.local import kafka as cluster
 from mbyn.settings import PROJECT_ROOT, Settings, load_settings
 from tests.conftest import free_port_block

@@ -31,6 +31,7 @@ from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings, get_settings
 from mbyn.sources import shipments
 from tests.helpers.kafka import Read, read_all
+from tests.helpers.processes import reaped, stop
 
 pytestmark = pytest.mark.integration
 
@@ -188,18 +189,13 @@ def test_sigterm_fast_forwards_pending_stages_and_commits(topics: Settings, trac
     orders = [f"O-{uuid.uuid4().hex[:12]}" for _ in range(3)]
     _write_payments(topics, [_payment(o) for o in orders])
     proc = subprocess.Popen(_mbyn("--stage-delay", "60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         created = _read_eventually(topics, expect=3)
         assert len(created) == 3, "the tracker should emit 'created' for each payment first"
         assert {r.json()["payload"]["status"] for r in created} == {"created"}
         assert all(offset == 0 for offset in _committed(topics).values()), \
             "no offset may move past a payment whose shipment has stages pending"
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stdout, stderr = stop(proc, signal.SIGTERM, timeout=60)
     assert proc.returncode == 0, stderr
     assert "fast-forwarded 9 pending stage(s)" in stderr
     summary = _summary(stdout)
@@ -328,18 +324,13 @@ def test_unreadable_payments_are_dead_lettered_before_the_commit_passes_them(top
     bad = {pos: r for pos, r in sent.items() if r["name"] != "good"}
 
     proc = subprocess.Popen(_mbyn("--stage-delay", "0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         letters = _read_raw(topics, topics.topic_prefix + "dead-letters", expect=len(bad))
         shipments_read = _read_eventually(topics, expect=4)
         deadline = time.monotonic() + 60
         while _committed(topics) != _end_offsets(topics) and time.monotonic() < deadline:
             time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stdout, stderr = stop(proc, signal.SIGTERM, timeout=60)
     assert proc.returncode == 0, stderr
     summary = _summary(stdout)
     assert summary["malformed"] == summary["dead_lettered"] == len(bad), stderr

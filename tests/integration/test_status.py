@@ -195,8 +195,8 @@ def test_poison_records_balance_through_quarantine_and_deleted_rows_are_named(wa
 def test_rows_committed_after_the_snapshot_are_lag_not_extra(warehouse: Settings,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The loader commits rows + offsets between the warehouse snapshot and the topic scan: only lag."""
+    from mbyn.consumers.runtime import run_consumer
     from mbyn.consumers.warehouse_loader import WarehouseLoader
-    from mbyn.kafka.consumer import run_consumer
     from mbyn.status import collect_status
 
     run_ok("produce", "clickstream", "--count", "300", "--seed", "3")

@@ -21,15 +21,16 @@ import pytest
 import sqlalchemy as sa
 
 from mbyn.consumers.dead_letters import DeadLetterSink
+from mbyn.consumers.runtime import run_consumer
 from mbyn.consumers.warehouse_loader import WarehouseLoader
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, make_envelope, validate
 from mbyn.errors import ContractError
-from mbyn.kafka.consumer import run_consumer
 from mbyn.kafka.producer import TopicProducer
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
 from tests.helpers.crash import run_until_killed
 from tests.helpers.kafka import end_offsets, read_all
+from tests.helpers.processes import reap, stop
 from tests.helpers.warehouse import count_writes, row_writes
 from tests.plugins.postgres import warehouse_fixture
 
@@ -198,8 +199,13 @@ class Copy:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(30)
+        reap(self.proc, timeout=30)
+
+    def terminate(self, timeout: float) -> dict[str, Any]:
+        """SIGTERM (a clean stop), then what `wait` returns."""
+        assert self.proc is not None
+        stop(self.proc, signal.SIGTERM, timeout=timeout)
+        return self.wait(timeout)
 
     def wait(self, timeout: float = 120) -> dict[str, Any]:
         assert self.proc is not None
@@ -254,11 +260,7 @@ def test_two_copies_killed_and_restarted_load_exactly_once(warehouse, tmp_path):
         a.wait()
         b.wait()
     finally:
-        for copy in (a, b):
-            if copy.proc is not None and copy.proc.poll() is None:
-                copy.proc.kill()
-        if producer.poll() is None:
-            producer.kill()
+        reap(a.proc, b.proc, producer)  # b.proc is a new process after each restart
     assert kills >= 1, "at least one copy was killed while there was still work"
     assert_exactly_once(warehouse)
 
@@ -285,18 +287,11 @@ def test_a_copy_joining_and_leaving_keeps_exactly_once(warehouse, tmp_path):
         while "assigned" not in b.log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1.5)
-        assert b.proc is not None
-        b.proc.send_signal(signal.SIGTERM)  # leaves: the group rebalances again
-        b_summary = b.wait(60)
-        producer.send_signal(signal.SIGTERM)  # a clean stop: it flushes what it has sent
-        producer.communicate(timeout=120)
+        b_summary = b.terminate(60)  # leaves: the group rebalances again
+        stop(producer, signal.SIGTERM, timeout=120)  # a clean stop: it flushes what it has sent
         a_summary = a.wait()
     finally:
-        for copy in (a, b):
-            if copy.proc is not None and copy.proc.poll() is None:
-                copy.proc.kill()
-        if producer.poll() is None:
-            producer.kill()
+        reap(a.proc, b.proc, producer)
     assert b_summary["processed"] > 0, "the joining copy got partitions and loaded some records"
     assert a_summary["assignments"] >= 3, "assigned at start, when b joined and when b left"
     assert_exactly_once(warehouse)
@@ -310,9 +305,7 @@ def test_sigterm_finishes_the_batch_and_exits_with_a_summary(warehouse, tmp_path
     deadline = time.monotonic() + 60
     while rows_loaded(warehouse) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert copy.proc is not None
-    copy.proc.send_signal(signal.SIGTERM)
-    summary = copy.wait(60)
+    summary = copy.terminate(60)
     assert summary["stopped_by"] == "SIGTERM" and summary["consumer"] == "warehouse-loader"
     stored = stored_offsets(warehouse, LOADER_GROUP)
     assert sum(stored.values()) == rows_loaded(warehouse) == summary["processed"], \

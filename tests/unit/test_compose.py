@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from mbyn.settings import PROJECT_ROOT, load_settings
+from mbyn.workers import WORKERS
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 SECURED_FILE = PROJECT_ROOT / "docker-compose.secured.yml"
@@ -63,10 +64,9 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def mbyn_parser() -> argparse.ArgumentParser:
-    from mbyn.cli import main as cli
+    from mbyn.cli.main import build_parser
 
-    cli._load_extensions()
-    return cli.build_parser()
+    return build_parser()
 
 
 def parse_mbyn(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
@@ -377,10 +377,7 @@ def worker_commands(services: dict[str, dict[str, Any]]) -> dict[tuple[str, ...]
 
 @pytest.mark.parametrize("kind", ["produce", "consume"])
 def test_every_registered_worker_has_a_scalable_service(services: dict[str, dict[str, Any]], kind: str) -> None:
-    if kind == "produce":
-        from mbyn.sources import PRODUCERS as registry
-    else:
-        from mbyn.consumers import CONSUMERS as registry  # type: ignore[assignment]
+    registry = [w.name for w in WORKERS.values() if w.verb == kind]
     assert registry, f"the {kind} registry is empty"
     commands = worker_commands(services)
     missing = [name for name in registry if (kind, name) not in commands]
@@ -395,10 +392,7 @@ def test_every_registered_worker_has_a_scalable_service(services: dict[str, dict
 
 
 def test_no_worker_service_without_a_registration(services: dict[str, dict[str, Any]]) -> None:
-    from mbyn.consumers import CONSUMERS
-    from mbyn.sources import PRODUCERS
-
-    known = {("produce", n) for n in PRODUCERS} | {("consume", n) for n in CONSUMERS}
+    known = {(w.verb, w.name) for w in WORKERS.values()}
     stray = [f"{name}: mbyn {' '.join(cmd)}" for cmd, name in worker_commands(services).items()
              if cmd[:1] in (("produce",), ("consume",)) and cmd[:2] not in known]
     assert not stray, "worker services for names no registry knows:\n" + "\n".join(stray)

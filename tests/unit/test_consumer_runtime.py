@@ -9,16 +9,11 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
+from mbyn.consumers.contract import Batch, Record, decode_envelope
+from mbyn.consumers.dead_letter_sender import dead_letter_reason
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, make_envelope
+from mbyn.contracts.headers import decode_headers, encode_headers
 from mbyn.errors import PoisonRecordError, WarehouseError
-from mbyn.kafka.consumer import (
-    Batch,
-    Record,
-    dead_letter_reason,
-    decode_envelope,
-    decode_headers,
-    encode_headers,
-)
 from mbyn.warehouse import init_schema, load_offsets, make_engine, store_offsets, upsert, utc_now
 from mbyn.warehouse.schema import fx_rates
 

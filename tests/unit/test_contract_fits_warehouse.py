@@ -12,11 +12,10 @@ from sqlalchemy import String
 
 from mbyn.catalog import load_catalog
 from mbyn.warehouse import schema
+from mbyn.warehouse.rows import ROWS
 
-#: Raw topic → the table the warehouse-loader fills from it (see mbyn.consumers.warehouse_loader).
-TABLES = {"clickstream": ["clicks"], "orders": ["orders", "order_items"], "payments": ["payments"],
-          "customers": ["customers"], "inventory": ["inventory"], "fx-rates": ["fx_rates"],
-          "shipments": ["shipments"], "alerts": ["alerts"]}
+#: Raw topic → the tables the warehouse-loader fills from it (``mbyn.warehouse.rows``).
+TABLES = {topic: list(spec.tables) for topic, spec in ROWS.items()}
 
 
 def longest(spec: dict[str, Any]) -> int | None:

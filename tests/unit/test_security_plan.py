@@ -11,15 +11,14 @@ import pytest
 from pydantic import SecretStr
 
 from mbyn.catalog import load_catalog
-from mbyn.consumers import CONSUMERS
+from mbyn.consumers.contract import StreamConsumer
+from mbyn.contracts.dead_letters import DEAD_LETTER_TOPIC
 from mbyn.errors import ConfigError
-from mbyn.kafka.consumer import DEAD_LETTER_TOPIC, StreamConsumer
+from mbyn.kafka.clients import client_config
 from mbyn.kafka.security import (
     ADMIN,
-    MONITORS,
     AclRule,
     acl_plan,
-    client_config,
     format_arguments,
     groups_of,
     local_credentials,
@@ -27,7 +26,7 @@ from mbyn.kafka.security import (
 )
 from mbyn.local.kafka import Node, server_properties
 from mbyn.settings import load_settings
-from mbyn.sources import PRODUCERS
+from mbyn.workers import WORKERS, consumers, producers
 
 
 def rights(principal: str, prefix: str = "p-") -> set[tuple[str, str, str]]:
@@ -82,7 +81,7 @@ def test_catalog_access_matches_what_the_code_reads_and_writes() -> None:
     readers = {t.name: set(t.readers) for t in catalog.topics.values()}
     writers = {t.name: set(t.writers) for t in catalog.topics.values()}
     checked = 0
-    for spec in CONSUMERS.values():
+    for spec in consumers():
         module = importlib.import_module(spec.module)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             ours = cls.__module__ == spec.module and getattr(cls, "name", "") == spec.name
@@ -92,13 +91,13 @@ def test_catalog_access_matches_what_the_code_reads_and_writes() -> None:
                     assert spec.name in readers[topic], f"{spec.name} reads {topic} but is not in its readers"
                 assert spec.name in writers[DEAD_LETTER_TOPIC], f"{spec.name} dead-letters but may not write them"
     assert checked >= 6
-    for spec in PRODUCERS.values():
+    for spec in producers():
         topic = getattr(importlib.import_module(spec.module), "TOPIC", None)
         if topic is not None:
             assert spec.name in writers[topic], f"producer {spec.name} writes {topic} but is not in its writers"
-    known = set(PRODUCERS) | set(CONSUMERS) | {"airflow", "kafdrop"}
+    known = set(WORKERS) | {"airflow", "kafdrop"}
     assert set(principals()) - {ADMIN} <= known, "a catalog principal names no producer, consumer or airflow"
-    assert set(MONITORS) <= set(CONSUMERS)
+    assert {w.name for w in WORKERS.values() if w.monitor} <= {w.name for w in consumers()}
     assert groups_of("warehouse-loader") == ("warehouse-loader",)
 
 

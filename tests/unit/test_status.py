@@ -5,29 +5,30 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from mbyn.reconciliation import name_keys, row_key, worst
-from mbyn.status import LOADED_TABLES, WarehouseFacts, _Tally, _topic_verdict, render_text
+from mbyn.cli.status import render_text
+from mbyn.reconciliation import Tally, WarehouseFacts, name_keys, row_key, topic_verdict, worst
+from mbyn.warehouse.rows import ROWS
 
 PHYS = "p-clickstream"
 
 
-def verdict(tally: _Tally, rows: int | None, starts: dict[Any, int] | None = None, full: bool = True,
+def verdict(tally: Tally, rows: int | None, starts: dict[Any, int] | None = None, full: bool = True,
             topic: str = "clickstream", reasons: dict[str, int] | None = None,
             keys: set[Any] | None = None, keys_read: bool = True) -> dict[str, Any]:
-    """``_topic_verdict`` against a table of ``rows`` rows: the loaded keys first, then made-up extra keys ``x0``…
+    """``topic_verdict`` against a table of ``rows`` rows: the loaded keys first, then made-up extra keys ``x0``…
     (or exactly ``keys``)."""
     ends = {(PHYS, 0): 60, (PHYS, 1): 40}
-    table = LOADED_TABLES[topic].table
+    table = ROWS[topic].table
     if keys is None and rows is not None:
         keys = set(sorted(tally.keys, key=str)[:rows]) | {f"x{i}" for i in range(rows - len(tally.keys))}
     facts = WarehouseFacts(reachable=True, tables={} if rows is None else {table: rows},
                            keys={} if keys is None or not keys_read else {table: keys})
-    return _topic_verdict(topic, tally, PHYS, starts or {(PHYS, 0): 0, (PHYS, 1): 0}, ends, facts, reasons or {},
+    return topic_verdict(topic, tally, PHYS, starts or {(PHYS, 0): 0, (PHYS, 1): 0}, ends, facts, reasons or {},
                           full)
 
 
-def loaded(n: int, distinct: int, **extra: int) -> _Tally:
-    tally = _Tally(records=n + extra.get("quarantined", 0) + extra.get("pending", 0), loaded=n,
+def loaded(n: int, distinct: int, **extra: int) -> Tally:
+    tally = Tally(records=n + extra.get("quarantined", 0) + extra.get("pending", 0), loaded=n,
                    keys={f"e{i}" for i in range(distinct)})
     for name, value in extra.items():
         setattr(tally, name, value)
@@ -100,11 +101,11 @@ def test_extra_rows_are_fine_only_when_records_expired() -> None:
 
 
 def test_tombstones_of_dimensions_and_fx() -> None:
-    customers = _Tally(records=10, loaded=10, tombstones=2, keys={f"C{i}" for i in range(6)})
+    customers = Tally(records=10, loaded=10, tombstones=2, keys={f"C{i}" for i in range(6)})
     result = verdict(customers, rows=6, topic="customers")
     assert result["balanced"] and result["collapsed"] == 4
     assert "2 tombstone(s): 2 mark a row deleted" in result["notes"]
-    fx = _Tally(records=10, loaded=10, tombstones=1, tombstones_without_row=1,
+    fx = Tally(records=10, loaded=10, tombstones=1, tombstones_without_row=1,
                 keys={("USD", f"d{i}") for i in range(9)})
     result = verdict(fx, rows=9, topic="fx-rates")
     assert result["balanced"] and result["collapsed"] == 0
@@ -112,7 +113,7 @@ def test_tombstones_of_dimensions_and_fx() -> None:
 
 
 def test_offsets_mode_checks_positions_only() -> None:
-    result = verdict(_Tally(), rows=3, full=False)
+    result = verdict(Tally(), rows=3, full=False)
     assert result["verdict"] == "not checked" and not result["balanced"]
     assert result["records"] is None and result["expected_rows"] is None and result["missing_keys"] is None
     assert any("scan limit" in n for n in result["notes"])
@@ -126,13 +127,13 @@ def test_offsets_mode_checks_positions_only() -> None:
 def test_row_keys_per_topic() -> None:
     env = {"event_id": "E1", "payload": {"order_id": "O1", "customer_id": "C1", "currency": "USD",
                                          "rate_date": "2026-11-25", "alert_id": "A1", "sku": "S1"}}
-    assert LOADED_TABLES["clickstream"].key_of(env, b"s") == "E1"
-    assert LOADED_TABLES["orders"].key_of(env, b"O1") == "O1"
-    assert LOADED_TABLES["customers"].key_of(None, b"C9") == "C9"  # tombstone: the key names the row
-    assert LOADED_TABLES["fx-rates"].key_of(env, b"USD") == ("USD", "2026-11-25")
-    assert LOADED_TABLES["fx-rates"].key_of(None, b"USD") is None
+    assert ROWS["clickstream"].key_of(env, b"s") == "E1"
+    assert ROWS["orders"].key_of(env, b"O1") == "O1"
+    assert ROWS["customers"].key_of(None, b"C9") == "C9"  # tombstone: the key names the row
+    assert ROWS["fx-rates"].key_of(env, b"USD") == ("USD", "2026-11-25")
+    assert ROWS["fx-rates"].key_of(None, b"USD") is None
     # A key from a record and the same key from a DATE column compare equal.
-    assert row_key(LOADED_TABLES["fx-rates"].key_of(env, b"USD")) == row_key(("USD", date(2026, 11, 25)))
+    assert row_key(ROWS["fx-rates"].key_of(env, b"USD")) == row_key(("USD", date(2026, 11, 25)))
 
 
 def test_worst_verdict_and_named_keys() -> None:

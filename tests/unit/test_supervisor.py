@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mbyn.local.supervisor import CRASH_LOOP_WINDOW_S, Copy, Supervisor, last_error_line, worker_status
+from mbyn.errors import ConfigError
+from mbyn.local.supervisor import Copy, Supervisor, parse_scale
+from mbyn.run_state import CRASH_LOOP_WINDOW_S, last_error_line, worker_status
 from mbyn.settings import Settings, load_settings
+from mbyn.workers import WORKERS
 
 # Prints an error line, then an ordinary line, and exits 3: the error line is what must be reported.
 FAILING = [sys.executable, "-c", "import sys; print('INFO starting', flush=True); "
@@ -105,3 +108,15 @@ def test_a_supervisor_that_is_gone_makes_its_copies_unknown(settings: Settings) 
     status = worker_status(settings)
     assert status["supervisor"]["running"] is False
     assert [c["state"] for c in status["copies"]] == ["unknown"] and status["crash_looping"] == []
+
+
+def test_scale_starts_from_the_registrys_copies_and_names_workers_by_name_or_key() -> None:
+    defaults = parse_scale([])
+    assert defaults == {w.key: w.copies for w in WORKERS.values() if w.copies > 0}
+    scale = parse_scale(["warehouse-loader=3", "lag-monitor=0", "consume:fraud-detector=1", "produce:bogus=2"])
+    assert scale["consume:warehouse-loader"] == 3 and scale["consume:fraud-detector"] == 1
+    assert "consume:lag-monitor" not in scale and "produce:bogus" not in scale
+    with pytest.raises(ConfigError, match="unknown worker; producers: clickstream"):
+        parse_scale(["nope=1"])
+    with pytest.raises(ConfigError, match="NAME=COUNT"):
+        parse_scale(["warehouse-loader"])

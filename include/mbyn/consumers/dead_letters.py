@@ -17,23 +17,22 @@ crash mid-replay re-sends rather than loses (the loaders' upserts make a re-send
 
 from __future__ import annotations
 
-import argparse
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sqlalchemy import func, select, update
+
+from mbyn.consumers.contract import Batch, Record
+from mbyn.consumers.runtime import run_consumer_cli
 from mbyn.consumers.warehouse_sink import WarehouseConsumer
-from mbyn.contracts.dead_letters import original_headers, parse_headers
-from mbyn.kafka.consumer import (
-    DEAD_LETTER_TOPIC,
-    Batch,
-    Record,
-    add_consumer_arguments,
-    decode_headers,
-    encode_headers,
-    run_consumer_cli,
-)
+from mbyn.contracts.dead_letters import DEAD_LETTER_TOPIC, original_headers, parse_headers
+from mbyn.contracts.headers import decode_headers, encode_headers
+from mbyn.kafka.clients import wait_for_broker
+from mbyn.kafka.producer import TopicProducer
+from mbyn.options import CONSUMER_OPTIONS, Args, Option
 from mbyn.settings import Settings
+from mbyn.warehouse import init_schema, schema, upsert, utc_now, warehouse_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -56,8 +55,6 @@ class DeadLetterSink(WarehouseConsumer):
         return None
 
     def write(self, conn: Connection, batch: Batch) -> int:
-        from mbyn.warehouse import schema, upsert, utc_now
-
         now = utc_now()
         rows = [quarantine_row(r, now) for r in batch.records]
         keyed = [r for r in rows if r["topic"] is not None]
@@ -104,10 +101,6 @@ def quarantine_row(record: Record, now: datetime) -> dict[str, Any]:
 
 def quarantine_counts(settings: Settings) -> list[tuple[str, str, int, int]]:
     """(topic, reason, quarantined, replayed) for every topic/reason pair, most frequent first."""
-    from sqlalchemy import func, select
-
-    from mbyn.warehouse import init_schema, schema, warehouse_engine
-
     q = schema.quarantine
     engine = warehouse_engine(settings)
     try:
@@ -130,11 +123,6 @@ def replay(settings: Settings, topic: str | None = None, since: datetime | None 
     its rows are marked replayed. Records are sent in chunks; a chunk is marked replayed only after
     ``flush_or_raise`` — a failure leaves it unmarked, to be replayed again.
     """
-    from sqlalchemy import select, update
-
-    from mbyn.kafka.producer import TopicProducer, wait_for_broker
-    from mbyn.warehouse import init_schema, schema, utc_now, warehouse_engine
-
     q = schema.quarantine
     physical = None
     if topic is not None:
@@ -188,46 +176,8 @@ def replay(settings: Settings, topic: str | None = None, since: datetime | None 
     return total
 
 
-def _list_command(settings: Settings, args: argparse.Namespace) -> int:
-    counts = quarantine_counts(settings)
-    if not counts:
-        print("quarantine is empty")
-        return 0
-    print(f"{'topic':<36} {'reason':<24} {'records':>8} {'replayed':>9}")
-    for topic, reason, n, replayed in counts:
-        print(f"{topic:<36} {reason:<24} {n:>8} {replayed:>9}")
-    return 0
+OPTIONS: tuple[Option, ...] = CONSUMER_OPTIONS
 
 
-def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
-    since = None
-    if args.since:
-        try:
-            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
-        except ValueError:
-            raise SystemExit(f"mbyn: --since must be an ISO-8601 timestamp, got {args.since!r}") from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        since = since.astimezone(UTC)  # SQLite stores UTC text: compare like with like
-    count = replay(settings, topic=args.topic, since=since)
-    print(f"replayed {count} record(s)")
-    return 0
-
-
-def register_commands(sub: Any) -> None:
-    """``mbyn dlq list`` and ``mbyn dlq replay``."""
-    dlq = sub.add_parser("dlq", help="quarantined dead letters").add_subparsers(dest="action", required=True)
-    p = dlq.add_parser("list", help="count quarantined records by topic and reason")
-    p.set_defaults(handler=_list_command)
-    p = dlq.add_parser("replay", help="re-publish quarantined records (not yet replayed) to their original topic")
-    p.add_argument("--topic", default=None, help="only records from this topic (catalog or physical name)")
-    p.add_argument("--since", default=None, help="only records quarantined at or after this ISO-8601 time")
-    p.set_defaults(handler=_replay_command)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_consumer_arguments(parser)
-
-
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     return run_consumer_cli(lambda: DeadLetterSink(settings), settings, args)

@@ -34,28 +34,24 @@ Run: ``mbyn consume fraud-detector [--timeout 120] [--velocity-threshold 5]``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from confluent_kafka import KafkaException, TopicPartition
+
+from mbyn.consumers.contract import Batch, ConsumerRuntime, PartitionKey, StreamConsumer
+from mbyn.consumers.runtime import run_consumer_cli
 from mbyn.consumers.warehouse_sink import shift
-from mbyn.kafka.consumer import (
-    Batch,
-    ConsumerRuntime,
-    PartitionKey,
-    StreamConsumer,
-    add_consumer_arguments,
-    run_consumer_cli,
-)
+from mbyn.errors import ConfigError, SinkUnavailableError
+from mbyn.kafka.producer import DeliveryError, TopicProducer
+from mbyn.options import CONSUMER_OPTIONS, Args, Option, option
 from mbyn.settings import Settings
-
-if TYPE_CHECKING:
-    from mbyn.kafka.producer import TopicProducer
+from mbyn.warehouse.engine import parse_time
 
 log = logging.getLogger("mbyn.consumer")
 
@@ -267,8 +263,6 @@ class FraudRules:
 
 
 def _time(text: str) -> datetime:
-    from mbyn.warehouse.engine import parse_time
-
     value = parse_time(text)
     assert value is not None
     return value
@@ -292,9 +286,6 @@ class FraudDetector(StreamConsumer):
         self._last_catch_up_check = 0.0
 
     def open(self, runtime: ConsumerRuntime) -> None:
-        from mbyn.errors import ConfigError
-        from mbyn.kafka.producer import TopicProducer
-
         self.runtime = runtime
         counts = {name: runtime.catalog.get(name).partitions for name in self.topics}
         if len(set(counts.values())) != 1:
@@ -328,9 +319,6 @@ class FraudDetector(StreamConsumer):
         self._send(alerts)
 
     def _send(self, alerts: list[Alert]) -> None:
-        from mbyn.errors import SinkUnavailableError
-        from mbyn.kafka.producer import DeliveryError
-
         if not alerts:
             return
         assert self.producer is not None
@@ -369,8 +357,6 @@ class FraudDetector(StreamConsumer):
             self._commit_now(runtime)
 
     def _caught_up(self, runtime: ConsumerRuntime) -> bool:
-        from confluent_kafka import TopicPartition
-
         self._last_catch_up_check = time.monotonic()
         positions = runtime.kafka.position([TopicPartition(t, p) for t, p in runtime.assignment])
         for tp in positions:
@@ -380,8 +366,6 @@ class FraudDetector(StreamConsumer):
         return True
 
     def _commit_now(self, runtime: ConsumerRuntime) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
         offsets = self.offsets_to_commit(Batch([], {}))
         if not offsets:
             return
@@ -399,16 +383,17 @@ class FraudDetector(StreamConsumer):
         return {"alerts": dict(self.alerts_by_kind), "state_items": self.rules.size()}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_consumer_arguments(parser)
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds a payment waits for its order (and an order is kept for its payments)")
-    parser.add_argument("--velocity-threshold", type=int, default=5,
-                        help="alert when a customer places more than this many orders in one window (default 5)")
-    parser.add_argument("--velocity-window", type=float, default=60.0, help="velocity window in seconds (default 60)")
+OPTIONS: tuple[Option, ...] = (
+    *CONSUMER_OPTIONS,
+    option("--timeout", type=float, default=120.0,
+           help="seconds a payment waits for its order (and an order is kept for its payments)"),
+    option("--velocity-threshold", type=int, default=5,
+           help="alert when a customer places more than this many orders in one window (default 5)"),
+    option("--velocity-window", type=float, default=60.0, help="velocity window in seconds (default 60)"),
+)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     if args.timeout <= 0 or args.velocity_threshold < 1:
         raise SystemExit("mbyn: --timeout must be > 0 and --velocity-threshold >= 1")
     if args.velocity_window < 1 or args.velocity_window != int(args.velocity_window):

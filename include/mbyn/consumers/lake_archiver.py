@@ -25,43 +25,36 @@ Run: ``mbyn consume lake-archiver`` (copies share the partitions; each file belo
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mbyn.catalog import load_catalog
+from mbyn.consumers.contract import Batch, ConsumerRuntime, PartitionKey, Record, StreamConsumer
+from mbyn.consumers.runtime import run_consumer_cli
+from mbyn.contracts.headers import decode_headers, encode_headers
 from mbyn.errors import SinkUnavailableError
-from mbyn.kafka.consumer import (
-    Batch,
-    ConsumerRuntime,
-    PartitionKey,
-    Record,
-    StreamConsumer,
-    add_consumer_arguments,
-    decode_headers,
-    encode_headers,
-    run_consumer_cli,
-)
-from mbyn.settings import Settings
+from mbyn.files import replacing
+from mbyn.options import CONSUMER_OPTIONS, Args, Option
+from mbyn.settings import Settings, get_settings
+from mbyn.workers import RAW_TOPICS
 
 log = logging.getLogger("mbyn.consumer")
 
 NAME = "lake-archiver"
-RAW_TOPICS = ("clickstream", "orders", "payments", "customers", "inventory", "fx-rates", "shipments")
 PART_FILE = re.compile(r"^part-(\d+)-(\d+)-(\d+)\.parquet$")
 COLUMNS = ("topic", "partition", "offset", "kafka_timestamp_ms", "key", "headers", "event_id", "event_type",
            "schema_version", "event_time", "source", "trace_id", "payload")
 
 
 def _schema() -> Any:
-    import pyarrow as pa
-
     return pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
                       ("kafka_timestamp_ms", pa.int64()), ("key", pa.string()), ("headers", pa.string()),
                       ("event_id", pa.string()), ("event_type", pa.string()), ("schema_version", pa.int32()),
@@ -114,22 +107,18 @@ def archived_up_to(lake: Path, topic: str, partition: int) -> int:
 
 
 def write_run(lake: Path, run: list[Record]) -> Path:
-    """Write one run to a temporary file in its final folder, fsync it, then rename it into place."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Write one run to a temporary file in its final folder, fsync it, then rename it into place.
 
+    Readers see the whole file or none (``mbyn.files.replacing``).
+    """
     first = run[0]
     final = part_path(lake, first.topic, _hour(first), first.partition, first.offset, run[-1].offset)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     table = pa.Table.from_pylist([_row(r) for r in run], schema=_schema())
     try:
-        pq.write_table(table, temporary, compression="zstd")
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)  # atomic: readers see the whole file or none
+        with replacing(final) as temporary:
+            pq.write_table(table, temporary, compression="zstd")
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise SinkUnavailableError(f"{NAME}: cannot write {final}: {exc}") from exc
     return final
 
@@ -184,11 +173,6 @@ def reload_from_lake(topic: str, settings: Settings | None = None, *, partitions
     fed to any consumer's ``process_batch`` (e.g. to rebuild a warehouse table without Kafka). Files are
     read one at a time; overlapping files (not produced by the archiver) are de-duplicated by offset.
     """
-    import pyarrow.parquet as pq
-
-    from mbyn.catalog import load_catalog
-    from mbyn.settings import get_settings
-
     settings = settings or get_settings()
     entry = load_catalog().get(topic)
     folder = settings.lake_dir / topic
@@ -217,9 +201,8 @@ def reload_from_lake(topic: str, settings: Settings | None = None, *, partitions
                          timestamp_ms=row["kafka_timestamp_ms"], data=data)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_consumer_arguments(parser)
+OPTIONS: tuple[Option, ...] = CONSUMER_OPTIONS
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     return run_consumer_cli(lambda: LakeArchiver(settings), settings, args)

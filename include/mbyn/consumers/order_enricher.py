@@ -24,25 +24,20 @@ Run: ``mbyn consume order-enricher --instance-id a`` (one id per copy; up to 6 c
 
 from __future__ import annotations
 
-import argparse
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from mbyn.consumers.warehouse_sink import FxRates
-from mbyn.kafka.consumer import (
-    Batch,
-    CommitMode,
-    ConsumerRuntime,
-    Record,
-    StreamConsumer,
-    add_consumer_arguments,
-    run_consumer_cli,
-)
+from confluent_kafka import KafkaException
+
+from mbyn.consumers.contract import Batch, CommitMode, ConsumerRuntime, Record, StreamConsumer
+from mbyn.consumers.runtime import run_consumer_cli
+from mbyn.consumers.tables import FxRates
+from mbyn.contracts.envelope import validate
+from mbyn.errors import SinkUnavailableError, StateError
+from mbyn.kafka.producer import TopicProducer
+from mbyn.options import CONSUMER_OPTIONS, Args, Option, option
 from mbyn.settings import Settings
-
-if TYPE_CHECKING:
-    from mbyn.kafka.producer import TopicProducer
 
 log = logging.getLogger("mbyn.consumer")
 
@@ -90,8 +85,6 @@ class OrderEnricher(StreamConsumer):
 
     def open(self, runtime: ConsumerRuntime) -> None:
         """Load the fx table, then create the transactional producer (fencing a previous incarnation)."""
-        from mbyn.kafka.producer import TopicProducer
-
         self.runtime = runtime
         self.fx.open(runtime.stop)
         suffix = runtime.instance_id or uuid.uuid4().hex[:12]
@@ -111,11 +104,6 @@ class OrderEnricher(StreamConsumer):
         All-or-nothing: a poison record (no rate after the wait, invalid output) raises before the
         transaction starts; a transaction error aborts it and raises SinkUnavailableError (retried).
         """
-        from confluent_kafka import KafkaException
-
-        from mbyn.contracts.envelope import validate
-        from mbyn.errors import SinkUnavailableError, StateError
-
         assert self.producer is not None and self.runtime is not None
         if not batch.next_offsets:
             return
@@ -150,8 +138,6 @@ class OrderEnricher(StreamConsumer):
     def _abort(raw: Any, begun: bool) -> None:
         """Abort a transaction this batch opened, whatever failed inside it (a local produce error too):
         left open, every later ``begin_transaction`` would fail with "Operation not valid in state InTransaction"."""
-        from confluent_kafka import KafkaException
-
         if not begun:
             return
         try:
@@ -162,8 +148,6 @@ class OrderEnricher(StreamConsumer):
     @staticmethod
     def _commit(raw: Any) -> None:
         """commit_transaction, repeated while librdkafka says the outcome is retriable."""
-        from confluent_kafka import KafkaException
-
         for attempt in range(1, 6):
             try:
                 raw.commit_transaction(60)
@@ -189,13 +173,14 @@ class OrderEnricher(StreamConsumer):
                 "fx_waits": self.fx.waits}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_consumer_arguments(parser)
-    parser.add_argument("--fx-wait", type=float, default=30.0,
-                        help="seconds to wait for a missing currency's rate before dead-lettering (default 30)")
+OPTIONS: tuple[Option, ...] = (
+    *CONSUMER_OPTIONS,
+    option("--fx-wait", type=float, default=30.0,
+           help="seconds to wait for a missing currency's rate before dead-lettering (default 30)"),
+)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     if args.fx_wait < 0:
         raise SystemExit("mbyn: --fx-wait must be 0 or more seconds")
     return run_consumer_cli(lambda: OrderEnricher(settings, fx_wait_s=args.fx_wait), settings, args)

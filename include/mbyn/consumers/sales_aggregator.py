@@ -27,17 +27,21 @@ Run: ``mbyn consume sales-aggregator [--lateness 120]`` (copies share the orders
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mbyn.consumers.warehouse_sink import FencedWarehouseConsumer, FxRates, shift
-from mbyn.kafka.consumer import Batch, ConsumerRuntime, PartitionKey, add_consumer_arguments, run_consumer_cli
+from sqlalchemy import case, select
+
+from mbyn.consumers.contract import Batch, ConsumerRuntime, PartitionKey
+from mbyn.consumers.runtime import run_consumer_cli
+from mbyn.consumers.tables import FxRates
+from mbyn.consumers.warehouse_sink import FencedWarehouseConsumer, shift
+from mbyn.options import CONSUMER_OPTIONS, Args, Option, option
 from mbyn.settings import Settings
-from mbyn.warehouse.engine import dialect_insert
+from mbyn.warehouse import dialect_insert, parse_time, schema, sink_errors, utc_now
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -164,10 +168,6 @@ class SalesAggregator(FencedWarehouseConsumer):
 
     def _load_watermarks(self, partitions: list[PartitionKey]) -> None:
         """``max_event_times`` of ``partitions`` as stored (a partition with no stored row has none)."""
-        from sqlalchemy import select
-
-        from mbyn.warehouse import parse_time, schema, sink_errors
-
         t = schema.stream_watermarks
         with sink_errors(f"{NAME}: reading watermarks"), self.engine.connect() as conn:
             rows = conn.execute(select(t.c.topic, t.c.partition, t.c.max_event_time)
@@ -200,8 +200,6 @@ class SalesAggregator(FencedWarehouseConsumer):
             self._pending = None
 
     def write(self, conn: Connection, batch: Batch) -> int:
-        from mbyn.warehouse import parse_time
-
         self.fx.refresh(0)
         facts: list[OrderFacts] = []
         for record in batch.records:
@@ -218,10 +216,6 @@ class SalesAggregator(FencedWarehouseConsumer):
         return len(folded.deltas)
 
     def _write_windows(self, conn: Connection, folded: Folded) -> None:
-        from sqlalchemy import case
-
-        from mbyn.warehouse import schema, utc_now
-
         now = utc_now()
         t = schema.sales_by_minute
         rows = [{"window_start": ws, "country": country, "category": category, "revenue_eur": d.revenue_eur,
@@ -259,15 +253,16 @@ class SalesAggregator(FencedWarehouseConsumer):
                 "lateness_s": self.lateness.total_seconds()}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_consumer_arguments(parser)
-    parser.add_argument("--lateness", type=float, default=DEFAULT_LATENESS_S,
-                        help="allowed lateness in seconds: watermark = max event time seen − lateness (default 120)")
-    parser.add_argument("--fx-wait", type=float, default=30.0,
-                        help="seconds to wait for a missing currency's rate before dead-lettering (default 30)")
+OPTIONS: tuple[Option, ...] = (
+    *CONSUMER_OPTIONS,
+    option("--lateness", type=float, default=DEFAULT_LATENESS_S,
+           help="allowed lateness in seconds: watermark = max event time seen − lateness (default 120)"),
+    option("--fx-wait", type=float, default=30.0,
+           help="seconds to wait for a missing currency's rate before dead-lettering (default 30)"),
+)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     if args.lateness < 0 or args.fx_wait < 0:
         raise SystemExit("mbyn: --lateness and --fx-wait must be 0 or more seconds")
     return run_consumer_cli(lambda: SalesAggregator(settings, lateness_s=args.lateness, fx_wait_s=args.fx_wait),

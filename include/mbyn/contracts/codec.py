@@ -25,7 +25,7 @@ The checks, in order — the first that fails is the verdict (``PoisonRecordErro
 parser or validator that is not one of the above is reported as ``not_json`` / ``schema_violation``.
 
 Reason codes for failures after decoding (``sink_rejected``, ``unexpected_error``) are listed in
-``REASONS`` too: the consumer runtime assigns them (see ``mbyn.kafka.consumer``).
+``REASONS`` too: the consumer runtime assigns them (see ``mbyn.consumers.runtime``).
 """
 
 from __future__ import annotations

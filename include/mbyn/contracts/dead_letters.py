@@ -16,7 +16,8 @@ adds these UTF-8 text headers — the same from Python, the Java payments servic
 =====================  ===========================================================================
 
 A value too large to send on (a compressed record can reach a topic far beyond any producer's limit) is
-replaced by null and ``dlq.value_dropped`` holds its length and SHA-256 (``mbyn.kafka.consumer``).
+replaced by null and ``dlq.value_dropped`` (``VALUE_DROPPED_HEADER``) holds its length and SHA-256
+(``mbyn.consumers.dead_letter_sender``).
 
 ``build_headers`` writes them; ``parse_headers`` reads any record of ``dead-letters`` — including one a
 stranger wrote by hand — into a ``DeadLetterInfo`` without ever raising: missing or unreadable fields are
@@ -29,7 +30,11 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+#: The logical catalog topic of dead letters.
+DEAD_LETTER_TOPIC = "dead-letters"
 PREFIX = "dlq."
+#: Added to a dead letter whose value was too large to send on (its length and SHA-256); the value is then null.
+VALUE_DROPPED_HEADER = "dlq.value_dropped"
 MAX_ERROR_MESSAGE = 2000
 MAX_TRACEBACK = 4000
 #: Longest values ``parse_headers`` returns, so a hand-written dead letter fits the quarantine's columns.

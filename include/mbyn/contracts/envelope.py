@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypedDict
 
+import fastjsonschema
 import msgspec
 from jsonschema import Draft202012Validator
 
@@ -115,8 +116,6 @@ def _compiled(topic: str) -> Any:
     draft 2020-12): what a ``date-time`` format would add, ``_check_calendar`` checks more strictly — and
     the format's long regular expression was a quarter of the check's time.
     """
-    import fastjsonschema
-
     schema = _schema(topic)
     if schema is None:
         return None
@@ -132,8 +131,6 @@ def validate(topic: str, value: Any) -> None:
     is used — the value is refused either way. Then ``event_time`` and the payload's date fields must be
     real calendar dates that can be expressed in UTC (the patterns alone accept 2026-02-30).
     """
-    import fastjsonschema
-
     compiled = _compiled(topic)
     if compiled is None:
         return

@@ -5,15 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 from mbyn.catalog import Catalog, Topic, load_catalog
-from mbyn.errors import BrokerUnavailableError, MbynError
-from mbyn.kafka.security import client_config, raise_if_refused
+from mbyn.errors import MbynError
+from mbyn.kafka.clients import admin_client
+from mbyn.kafka.security import apply_acls
 from mbyn.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from confluent_kafka.admin import AdminClient
 
 
 @dataclass(frozen=True)
@@ -21,25 +27,6 @@ class TopicChange:
     topic: str
     action: str  # created | partitions-raised | config-updated | unchanged
     detail: str = ""
-
-
-def admin_client(settings: Settings | None = None, timeout_s: float = 30.0) -> AdminClient:
-    """An AdminClient for the configured cluster that has answered a metadata request."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    settings = settings or get_settings()
-    errors: list[Any] = []
-    conf: dict[str, Any] = {**client_config(settings), "socket.timeout.ms": 10000, "error_cb": errors.append}
-    client = AdminClient(conf)
-    try:
-        client.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        client.poll(0)
-        raise_if_refused(errors, settings, "admin client")
-        raise BrokerUnavailableError(
-            f"no broker answered at {settings.bootstrap()} within {timeout_s:.0f}s: {exc}") from None
-    return client
 
 
 def broker_count(client: AdminClient) -> int:
@@ -63,8 +50,6 @@ def apply_topics(settings: Settings | None = None, catalog: Catalog | None = Non
     Secured mode: then also creates the catalog's ACLs for the topic prefix (``security.apply_acls``,
     idempotent) — ``settings`` must authenticate as the admin principal.
     """
-    from confluent_kafka.admin import NewPartitions, NewTopic
-
     settings = settings or get_settings()
     catalog = catalog or load_catalog()
     client = admin_client(settings)
@@ -110,16 +95,12 @@ def apply_topics(settings: Settings | None = None, catalog: Catalog | None = Non
     changes = [TopicChange(c.topic, "config-updated", ", ".join(updated[c.topic]))
                if c.action == "unchanged" and c.topic in updated else c for c in changes]
     if settings.security == "scram":
-        from mbyn.kafka.security import apply_acls
-
         apply_acls(settings, catalog)
     return changes
 
 
 def _update_configs(client: AdminClient, topics: list[tuple[str, Mapping[str, str]]]) -> dict[str, list[str]]:
     """Set the catalog's config entries that differ on existing topics; returns ``topic → ["key=value", …]``."""
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
-
     resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name, config in topics if config]
     if not resources:
         return {}

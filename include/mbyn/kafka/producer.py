@@ -20,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import Producer
+
 from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import encode, validate
-from mbyn.errors import BrokerUnavailableError, ContractError, MbynError
-from mbyn.kafka.security import client_config, raise_if_refused
-from mbyn.process import StopFlag, backoff_delays
+from mbyn.errors import ContractError, MbynError
+from mbyn.kafka.clients import QuietLogger, client_config
 from mbyn.settings import Settings, get_settings
 
 log = logging.getLogger("mbyn.producer")
@@ -66,46 +67,6 @@ class ProducerCounters:
         return f"sent={self.sent} delivered={self.delivered} failed={self.failed} invalid={self.invalid}"
 
 
-def wait_for_broker(settings: Settings, who: str, max_wait_s: float = 300.0, stop: StopFlag | None = None) -> None:
-    """Block until a broker answers, with back-off and one log line per attempt (no traceback flood)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    errors: list[Any] = []  # error_cb: a refused login is reported there, not in the exception
-    # The probe's own log lines stay silent (poll() below would print one "Connection refused" per
-    # reconnect): this loop writes one line per attempt, and a refused login arrives through error_cb.
-    conf: dict[str, Any] = {**client_config(settings), "logger": _QuietLogger(logging.CRITICAL + 1),
-                            "error_cb": errors.append}
-    client = AdminClient(conf)
-    deadline = time.monotonic() + max_wait_s
-    for attempt, delay in enumerate(backoff_delays(), start=1):
-        try:
-            client.list_topics(timeout=5)
-            if attempt > 1:
-                log.info("%s: broker %s is reachable now", who, settings.bootstrap())
-            return
-        except KafkaException:
-            client.poll(0)
-            raise_if_refused(errors, settings, who)
-        if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
-            raise BrokerUnavailableError(
-                f"{who}: no Kafka broker at {settings.bootstrap()} after {max_wait_s:.0f}s "
-                "(start one with `mbyn kafka up` or set MBYN_BOOTSTRAP_SERVERS)")
-        log.warning("%s: broker %s unreachable (attempt %d), retrying in %.1fs",
-                    who, settings.bootstrap(), attempt, delay)
-        if stop is not None:
-            stop.wait(delay)
-        else:
-            time.sleep(delay)
-
-
-class _QuietLogger(logging.Logger):
-    """Receives librdkafka's own log lines and keeps only those at ``level`` or above (default: errors)."""
-
-    def __init__(self, level: int = logging.ERROR) -> None:
-        super().__init__("mbyn.librdkafka", level)
-
-
 class TopicProducer:
     """Send envelopes to catalog topics; count deliveries; flush per batch.
 
@@ -114,15 +75,13 @@ class TopicProducer:
     """
 
     def __init__(self, source: str, settings: Settings | None = None, config: Mapping[str, Any] | None = None) -> None:
-        from confluent_kafka import Producer
-
         self.settings = settings or get_settings()
         self.source = source
         self.counters = ProducerCounters()
         self._batch_failed = 0
         self._last_error = ""
         conf = {**PRODUCER_DEFAULTS, **client_config(self.settings),
-                "client.id": f"mbyn-{source}", "error_cb": self._on_error, "logger": _QuietLogger(),
+                "client.id": f"mbyn-{source}", "error_cb": self._on_error, "logger": QuietLogger(),
                 **(config or {})}
         self._producer = Producer(conf)
         self._catalog = load_catalog()

@@ -1,21 +1,20 @@
-"""The secured mode (``MBYN_SECURITY=scram``): SASL/SCRAM principals, their ACLs and every client's config.
+"""The secured mode (``MBYN_SECURITY=scram``): SASL/SCRAM principals, their ACLs and the local secret store.
 
-* **One client config.** ``client_config(settings)`` is the only place a librdkafka configuration starts
-  from: the bootstrap servers, plus ``security.protocol=SASL_PLAINTEXT``, ``sasl.mechanism=SCRAM-SHA-512``
-  and the username/password from ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` when secured. Open mode
-  returns exactly what it returned before (the bootstrap servers only).
-* **One principal per service.** The principals are the services named in the catalog's ``writers`` /
-  ``readers`` lists (``include/topics.yaml``), plus ``lag-monitor`` (describes every group and topic),
+* **Clients.** Every client's configuration starts from ``mbyn.kafka.clients.client_config``: the bootstrap
+  servers, plus SASL/SCRAM-SHA-512 and ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` when secured.
+* **One principal per service.** The principals are the workers of ``mbyn.workers`` and the other services
+  named in the catalog's ``writers`` / ``readers`` lists (``include/topics.yaml``; ``airflow``), plus
   ``kafdrop`` (the compose file's topic browser: reads every topic, describes every group) and ``admin``
   (the brokers themselves and `mbyn kafka up` / `mbyn topics apply`; a super user).
 * **ACLs from the catalog** (``acl_plan``): a writer gets WRITE on its topics (WRITE implies DESCRIBE)
   and IDEMPOTENT_WRITE on the cluster; a reader gets READ on its topics and READ on its own consumer
-  group only — ``<prefix><group>`` literally, and for readers of a compacted topic also
-  ``<prefix><group>-table-`` as a prefix (the in-memory table readers of ``mbyn.consumers.warehouse_sink``). The
-  order-enricher also gets its transactional ids (``<prefix>order-enricher-`` prefixed). Every consumer may
-  write ``dead-letters`` (the catalog lists them). Everything else is refused
-  (``allow.everyone.if.no.acl.found=false``). ``apply_acls`` creates the plan with the admin client;
-  creating an ACL that exists is a no-op in Kafka, so it is idempotent.
+  groups only (``Worker.groups``, ``OTHER_GROUPS``) — ``<prefix><group>`` literally, and for readers of a
+  compacted topic also ``<prefix><group>-table-`` as a prefix (the in-memory table readers of
+  ``mbyn.consumers.tables``). A transactional worker (the order-enricher) also gets its
+  transactional ids (``<prefix><name>-`` prefixed), a monitor (the lag-monitor) DESCRIBE on every topic and
+  group of the prefix. Every consumer may write ``dead-letters`` (the catalog lists them). Everything else
+  is refused (``allow.everyone.if.no.acl.found=false``). ``apply_acls`` creates the plan with the admin
+  client; creating an ACL that exists is a no-op in Kafka, so it is idempotent.
 * **Local secret store.** For the cluster of `mbyn kafka up --security scram`, one random password per
   principal is generated once into ``var/kafka/scram-credentials.json`` (mode 0600, never in git). The
   brokers get them at format time (``StorageTool format --add-scram``), so inter-broker authentication
@@ -34,85 +33,57 @@ traffic (SASL_SSL) is the step for a network that is not the loopback interface.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
+from pydantic import SecretStr
 
 from mbyn.catalog import Catalog, load_catalog
-from mbyn.errors import AclError, AuthenticationError, ConfigError
+from mbyn.errors import AclError, ConfigError
+from mbyn.files import atomic_write_json
+from mbyn.kafka.clients import MECHANISM, admin_client, client_config
 from mbyn.settings import Settings
+from mbyn.workers import WORKERS
 
-if TYPE_CHECKING:
-    from confluent_kafka.admin import AclBinding
-
-MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
-#: Services that read no topic's records but describe every group and topic of the prefix (lag, offsets).
-MONITORS = ("lag-monitor",)
 #: Read-only browsers (Kafdrop in docker-compose): read every topic of the prefix, describe every group.
 BROWSERS = ("kafdrop",)
-#: Consumer group ids (without the prefix) of services whose group is not named after the service.
-GROUPS: dict[str, tuple[str, ...]] = {
-    "payments": ("payments-service",),
-    "shipments": ("shipment-tracker",),
-    "airflow": ("mbyn-airflow-batch", "mbyn-incident-watcher"),
-}
-#: Services that write with Kafka transactions: transactional ids ``<prefix><service>-`` (prefixed).
-TRANSACTIONAL = ("order-enricher",)
+#: Consumer group ids (without the prefix) of the services that are not workers (workers declare theirs in
+#: ``mbyn.workers``): Airflow's batch reads and incident watcher (``mbyn.orchestration.connections``).
+OTHER_GROUPS: dict[str, tuple[str, ...]] = {"airflow": ("mbyn-airflow-batch", "mbyn-incident-watcher")}
 CREDENTIALS_FILE = "scram-credentials.json"
-
-
-# Client side ------------------------------------------------------------------------------------------
-
-
-def client_config(settings: Settings) -> dict[str, Any]:
-    """The start of every librdkafka configuration (producer, consumer, admin) for ``settings``.
-
-    Open mode: ``{"bootstrap.servers": ...}`` only. Secured: plus SASL/SCRAM-SHA-512 with
-    ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD``; ConfigError naming both when either is missing.
-    """
-    config: dict[str, Any] = {"bootstrap.servers": settings.bootstrap()}
-    if settings.security == "open":
-        return config
-    if not settings.kafka_username or settings.kafka_password is None:
-        raise ConfigError("MBYN_SECURITY=scram needs MBYN_KAFKA_USERNAME and MBYN_KAFKA_PASSWORD (the SCRAM user "
-                          "of this service and its password); for the local cluster print them with "
-                          "`mbyn kafka credentials <service>`")
-    config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": MECHANISM,
-                   "sasl.username": settings.kafka_username,
-                   "sasl.password": settings.kafka_password.get_secret_value()})
-    return config
-
-
-def raise_if_refused(errors: Iterable[Any], settings: Settings, who: str) -> None:
-    """Raise AuthenticationError if librdkafka reported (through ``error_cb``) that the broker refused our
-    credentials: retrying cannot help, so callers waiting for a broker stop at once with a clear message."""
-    from confluent_kafka import KafkaError
-
-    for err in errors:
-        if isinstance(err, KafkaError) and err.code() == KafkaError._AUTHENTICATION:
-            raise AuthenticationError(
-                f"{who}: the broker at {settings.bootstrap()} refused the credentials of "
-                f"MBYN_KAFKA_USERNAME={settings.kafka_username!r} (wrong MBYN_KAFKA_PASSWORD, unknown user, or "
-                f"MBYN_SECURITY={settings.security} does not match the cluster): {err.str()}")
 
 
 # Principals and ACLs ----------------------------------------------------------------------------------
 
 
 def principals(catalog: Catalog | None = None) -> list[str]:
-    """Every principal of the secured mode: admin, the catalog's writers and readers, monitors and browsers."""
+    """Every principal of the secured mode: admin, the workers, the catalog's writers and readers, browsers."""
     catalog = catalog or load_catalog()
-    names = {n for t in catalog.topics.values() for n in (*t.writers, *t.readers)} | set(MONITORS) | set(BROWSERS)
+    names = {n for t in catalog.topics.values() for n in (*t.writers, *t.readers)} | set(WORKERS) | set(BROWSERS)
     return [ADMIN, *sorted(names - {ADMIN})]
 
 
 def groups_of(service: str) -> tuple[str, ...]:
-    """The consumer group ids (without prefix) ``service`` reads with: its name unless ``GROUPS`` says otherwise."""
-    return GROUPS.get(service, (service,))
+    """The consumer group ids (without prefix) ``service`` reads with: a worker's ``groups``, else
+    ``OTHER_GROUPS``, else its name."""
+    if service in WORKERS:
+        return WORKERS[service].groups
+    return OTHER_GROUPS.get(service, (service,))
 
 
 @dataclass(frozen=True, order=True)
@@ -131,7 +102,8 @@ class AclRule:
 
 
 def acl_plan(catalog: Catalog | None = None, prefix: str = "") -> list[AclRule]:
-    """The ACLs of every principal, derived from the catalog's ``writers`` / ``readers`` (sorted, no repeats)."""
+    """The ACLs of every principal, derived from the catalog's ``writers`` / ``readers`` and the workers'
+    groups, transactions and monitoring (sorted, no repeats)."""
     catalog = catalog or load_catalog()
     rules: set[AclRule] = set()
     for topic in catalog.topics.values():
@@ -143,14 +115,15 @@ def acl_plan(catalog: Catalog | None = None, prefix: str = "") -> list[AclRule]:
             rules.add(AclRule(reader, "topic", physical, "literal", "read"))
             for group in groups_of(reader):
                 rules.add(AclRule(reader, "group", prefix + group, "literal", "read"))
-                if topic.compacted:  # read in full as an in-memory table (consumers.base.TopicTable)
+                if topic.compacted:  # read in full as an in-memory table (consumers.tables.TopicTable)
                     rules.add(AclRule(reader, "group", f"{prefix}{group}-table-", "prefixed", "read"))
-    for service in TRANSACTIONAL:
-        rules.add(AclRule(service, "transactional_id", f"{prefix}{service}-", "prefixed", "write"))
     everything = (prefix, "prefixed") if prefix else ("*", "literal")  # Kafka refuses an empty prefix
-    for monitor in MONITORS:
-        rules.add(AclRule(monitor, "topic", *everything, "describe"))
-        rules.add(AclRule(monitor, "group", *everything, "describe"))
+    for worker in WORKERS.values():
+        if worker.transactional:
+            rules.add(AclRule(worker.name, "transactional_id", f"{prefix}{worker.name}-", "prefixed", "write"))
+        if worker.monitor:
+            rules.add(AclRule(worker.name, "topic", *everything, "describe"))
+            rules.add(AclRule(worker.name, "group", *everything, "describe"))
     for browser in BROWSERS:
         rules.add(AclRule(browser, "topic", *everything, "read"))
         rules.add(AclRule(browser, "topic", *everything, "describe_configs"))
@@ -159,8 +132,6 @@ def acl_plan(catalog: Catalog | None = None, prefix: str = "") -> list[AclRule]:
 
 
 def _binding(rule: AclRule) -> AclBinding:
-    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
-
     restype = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER,
                "transactional_id": ResourceType.TRANSACTIONAL_ID}[rule.resource]
     pattern = ResourcePatternType.PREFIXED if rule.pattern == "prefixed" else ResourcePatternType.LITERAL
@@ -170,8 +141,6 @@ def _binding(rule: AclRule) -> AclBinding:
 
 def apply_acls(settings: Settings, catalog: Catalog | None = None) -> list[AclRule]:
     """Create the plan's ACLs for ``settings.topic_prefix`` (idempotent); AclError listing what failed."""
-    from mbyn.kafka.admin import admin_client
-
     plan = acl_plan(catalog, settings.topic_prefix)
     client = admin_client(settings)
     futures = client.create_acls([_binding(r) for r in plan], request_timeout=30)
@@ -189,17 +158,6 @@ def apply_acls(settings: Settings, catalog: Catalog | None = None) -> list[AclRu
 
 def ensure_users(settings: Settings, credentials: dict[str, str]) -> list[str]:
     """Create the SCRAM users the cluster does not know yet (a service added after the format); the new names."""
-    from concurrent.futures import Future
-
-    from confluent_kafka.admin import (
-        ScramCredentialInfo,
-        ScramMechanism,
-        UserScramCredentialAlteration,
-        UserScramCredentialUpsertion,
-    )
-
-    from mbyn.kafka.admin import admin_client
-
     client = admin_client(settings)
     described = client.describe_user_scram_credentials(request_timeout=30)  # no names: one future, all users
     assert isinstance(described, Future)
@@ -240,12 +198,7 @@ def local_credentials(settings: Settings, create: bool = False) -> dict[str, str
     wanted = principals()
     if create and any(name not in stored for name in wanted):
         stored.update({name: secrets.token_urlsafe(24) for name in wanted if name not in stored})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(stored, out, indent=2, sort_keys=True)
-        tmp.replace(path)
+        atomic_write_json(path, stored, mode=0o600, indent=2, sort_keys=True)
     return stored
 
 
@@ -273,8 +226,6 @@ def as_principal(settings: Settings, principal: str = ADMIN) -> Settings:
     names a user (credentials from the environment always win). Open mode: ``settings`` unchanged."""
     if settings.security == "open" or settings.kafka_username:
         return settings
-    from pydantic import SecretStr
-
     env = principal_environment(settings, principal)
     return settings.model_copy(update={"kafka_username": principal,
                                        "kafka_password": SecretStr(env["MBYN_KAFKA_PASSWORD"])})

@@ -18,8 +18,8 @@
 
 Output goes to ``var/logs/airflow.log``. ``down`` sends SIGTERM to the process group, waits up to
 ``STOP_TIMEOUT_S`` and then sends SIGKILL — to the group and to every descendant recorded before the
-stop, so LocalExecutor workers that left the group are not orphaned (``mbyn.process.stop_process_groups``
-with ``with_descendants``).
+stop, so LocalExecutor workers that left the group are not orphaned
+(``mbyn.local.processes.stop_process_groups`` with ``with_descendants``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbyn.errors import OrchestratorError, PortInUseError
+from mbyn.files import atomic_write_json
+from mbyn.kafka.admin import apply_topics
 from mbyn.kafka.security import as_principal, security_environment
+from mbyn.local.processes import group_alive, port_open, stop_process_groups
 from mbyn.orchestration.connections import connection_env
-from mbyn.process import group_alive, port_open, stop_process_groups
 from mbyn.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -65,9 +67,7 @@ class AirflowState:
     log_file: str
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        atomic_write_json(path, asdict(self), indent=2)
 
     @classmethod
     def load(cls, path: Path) -> AirflowState | None:
@@ -175,7 +175,7 @@ def _stop(state: AirflowState, timeout_s: float = STOP_TIMEOUT_S) -> None:
 
 def _version(port: int) -> str | None:
     """The version the API server reports, or None while it does not answer."""
-    import httpx
+    import httpx  # noqa: PLC0415 - only to call Airflow (60 ms); every CLI command imports this module
 
     try:
         response = httpx.get(f"{base_url(port)}/api/v2/version", timeout=2.0)
@@ -205,8 +205,6 @@ def up(settings: Settings, timeout_s: float = START_TIMEOUT_S, dags_folder: Path
     ``timeout_s`` (the instance is stopped again then, and the error quotes the end of its log);
     Ctrl-C while waiting stops it too.
     """
-    from mbyn.kafka.admin import apply_topics
-
     path = state_file(settings)
     current = AirflowState.load(path)
     if current is not None and is_running(current):
@@ -303,7 +301,7 @@ def current_port(settings: Settings) -> int:
 
 def api_client(settings: Settings, timeout_s: float = 30.0) -> httpx.Client:
     """An ``httpx.Client`` on the local Airflow REST API, authenticated as admin (``POST /auth/token``)."""
-    import httpx
+    import httpx  # noqa: PLC0415 - as in _version
 
     url = base_url(current_port(settings))
     try:

@@ -6,24 +6,24 @@ build (the Java and Go producers' launchers) and are listed here in run order.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 
+from mbyn.local.kafka import build as build_kafka
 from mbyn.settings import Settings
+from mbyn.sources.payments import build as build_payments
+from mbyn.sources.shipments import build as build_shipments
 
-#: (name, "module:function") — the function takes Settings and returns a status line
-BUILDERS: list[tuple[str, str]] = [
-    ("kafka", "mbyn.local.kafka:build"),
-    ("shipments", "mbyn.sources.shipments:build"),
-    ("payments", "mbyn.sources.payments:build"),
+#: (name, builder) — a builder takes Settings and returns a status line
+BUILDERS: list[tuple[str, Callable[[Settings], str]]] = [
+    ("kafka", build_kafka),
+    ("shipments", build_shipments),
+    ("payments", build_payments),
 ]
 
 
 def build_all(settings: Settings, only: list[str] | None = None) -> None:
-    for name, target in BUILDERS:
+    for name, builder in BUILDERS:
         if only and name not in only:
             continue
-        module, _, func = target.partition(":")
-        builder: Callable[[Settings], str] = getattr(importlib.import_module(module), func)
         print(f"==> build {name}: {builder(settings)}", file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ started in its own session so that stopping it never signals the caller, and its
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -28,7 +29,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mbyn.errors import ClusterError, MbynError
-from mbyn.process import pid_alive, port_open, stop_process_groups
+from mbyn.files import atomic_write_json
+from mbyn.kafka.security import (
+    ADMIN,
+    apply_acls,
+    as_principal,
+    broker_properties,
+    ensure_users,
+    format_arguments,
+    local_credentials,
+)
+from mbyn.local.processes import port_open, stop_process_groups
+from mbyn.process import pid_alive
 from mbyn.settings import INCLUDE_DIR, Settings
 
 DIST_DIR = INCLUDE_DIR / "kafka-dist"
@@ -58,10 +70,7 @@ class ClusterState:
     security: str = "open"
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        atomic_write_json(path, asdict(self), indent=2)
 
     @classmethod
     def load(cls, path: Path) -> ClusterState | None:
@@ -173,8 +182,6 @@ def server_properties(node: Node, all_nodes: list[Node], admin_password: str | N
         "log.cleaner.backoff.ms": 5000,
     }
     if admin_password is not None:
-        from mbyn.kafka.security import broker_properties
-
         props["listeners"] = (f"SASL_PLAINTEXT://127.0.0.1:{node.broker_port},"
                               f"CONTROLLER://127.0.0.1:{node.controller_port}")
         props["advertised.listeners"] = f"SASL_PLAINTEXT://127.0.0.1:{node.broker_port}"
@@ -192,8 +199,6 @@ def format_storage(settings: Settings, nodes: list[Node], cluster_size: int,
     ``scram`` (principal → password) bootstraps those SCRAM-SHA-512 users into the metadata log, so the
     brokers of a secured cluster can authenticate to each other before any of them is up.
     """
-    from mbyn.kafka.security import format_arguments
-
     home = cluster_home(settings, cluster_size)
     id_file = home / "cluster-id"
     if not id_file.exists():
@@ -221,8 +226,6 @@ def format_storage(settings: Settings, nodes: list[Node], cluster_size: int,
 
 def _die_with_parent() -> None:
     """In the child: ask Linux to SIGKILL us when the thread that started us dies (test brokers)."""
-    import ctypes
-
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     os.setsid()
@@ -287,8 +290,6 @@ def up(settings: Settings, nodes: int | None = None, timeout: float = START_TIME
     ensure_jars(settings)
     scram = None
     if settings.security == "scram":
-        from mbyn.kafka.security import ADMIN, local_credentials
-
         scram = local_credentials(settings, create=True)
     for node in plan:
         node.home.mkdir(parents=True, exist_ok=True)
@@ -317,8 +318,6 @@ def up(settings: Settings, nodes: int | None = None, timeout: float = START_TIME
 
 def secure(settings: Settings) -> None:
     """Secured cluster: add SCRAM users created after the format, then the catalog's ACLs (idempotent)."""
-    from mbyn.kafka.security import apply_acls, as_principal, ensure_users, local_credentials
-
     admin = as_principal(settings)
     added = ensure_users(admin, local_credentials(settings))
     if added:

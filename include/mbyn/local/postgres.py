@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mbyn.errors import PortInUseError, PostgresError, PostgresNotInstalledError
-from mbyn.process import port_open
+from mbyn.local.processes import port_open
 from mbyn.settings import Settings
 
 SERVER_OS_USER = "postgres"
@@ -274,7 +274,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 def wait_accepting(pg: LocalPostgres, timeout: float = START_TIMEOUT_S) -> None:
     """Wait until the server accepts an authenticated TCP connection (pg_ctl's wait only reads the pid file)."""
-    import psycopg
+    import psycopg  # noqa: PLC0415 - only with a local server (65 ms); every CLI command imports this module
 
     deadline = time.monotonic() + timeout
     password = pg.password_file.read_text().strip()
@@ -292,8 +292,8 @@ def wait_accepting(pg: LocalPostgres, timeout: float = START_TIMEOUT_S) -> None:
 
 def ensure_database(pg: LocalPostgres, name: str = DATABASE) -> bool:
     """Create database ``name`` unless it exists; True if it was created."""
-    import psycopg
-    from psycopg import sql
+    import psycopg  # noqa: PLC0415 - as in wait_accepting
+    from psycopg import sql  # noqa: PLC0415 - as in wait_accepting
 
     password = pg.password_file.read_text().strip()
     with psycopg.connect(host="127.0.0.1", port=pg.port, user=SUPERUSER, password=password, dbname="postgres",
@@ -378,52 +378,3 @@ def status(settings: Settings) -> dict[str, Any]:
         "log_file": str(pg.log_file),
     }
 
-
-# Command line -----------------------------------------------------------------------------------------
-
-
-def _cli_up(settings: Settings, args: Any) -> int:
-    print(up(settings))
-    return 0
-
-
-def _cli_down(settings: Settings, args: Any) -> int:
-    if not down(settings):
-        print("postgres: not running", file=sys.stderr)
-    return 0
-
-
-def _cli_status(settings: Settings, args: Any) -> int:
-    import json
-
-    info = status(settings)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    elif info["running"]:
-        print(f"postgres: running (pid {info['pid']}) on 127.0.0.1:{info['port']}, data in {info['data_dir']}")
-    else:
-        print(f"postgres: not running ({'initialised' if info['initialised'] else 'not initialised'}, "
-              f"data in {info['data_dir']})")
-    return 0 if info["running"] else 3
-
-
-def _cli_url(settings: Settings, args: Any) -> int:
-    print(LocalPostgres.from_settings(settings).url(args.database))
-    return 0
-
-
-def register(sub: Any) -> None:
-    """Add the ``mbyn postgres`` command group."""
-    group = sub.add_parser("postgres", help="the project-started PostgreSQL (warehouse for tests and "
-                                            "--warehouse postgres)")
-    actions = group.add_subparsers(dest="action", required=True)
-    p = actions.add_parser("up", help="start it (initdb on first use), create database mbyn, print its URL")
-    p.set_defaults(handler=_cli_up)
-    p = actions.add_parser("down", help="stop it (pg_ctl stop -m fast)")
-    p.set_defaults(handler=_cli_down)
-    p = actions.add_parser("status", help="show pid, port and data folder (exit 3 when not running)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_cli_status)
-    p = actions.add_parser("url", help="print the SQLAlchemy URL (whether running or not)")
-    p.add_argument("--database", default=DATABASE, help=f"database name in the URL (default {DATABASE})")
-    p.set_defaults(handler=_cli_url)

@@ -14,42 +14,39 @@ terminal (or one whose terminal died).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from mbyn.kafka.admin import apply_topics
+from mbyn.kafka.security import as_principal
+from mbyn.local import airflow as local_airflow
+from mbyn.local import kafka as cluster
+from mbyn.local import postgres as postgres_local
+from mbyn.local.processes import stop_process_groups
+from mbyn.local.supervisor import Supervisor, parse_scale
 from mbyn.process import StopFlag, setup_logging
+from mbyn.run_state import read_state, state_file
 from mbyn.settings import Settings
+from mbyn.sources.customers_db import publish_customer_changes
+from mbyn.sources.fx_rates import publish_fx_rates
+from mbyn.sources.inventory_drop import publish_inventory_files, write_demo_file
+from mbyn.warehouse.engine import init_schema, warehouse_engine
 
 log = logging.getLogger("mbyn.run")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
-    parser.add_argument("--scale", action="append", default=[], metavar="NAME=K",
-                        help="copies of a producer/consumer (repeatable; 0 disables), e.g. --scale warehouse-loader=3")
-    parser.add_argument("--nodes", type=int, choices=(1, 3), default=None, help="Kafka nodes (default 1)")
-    parser.add_argument("--warehouse", choices=("sqlite", "postgres"), default=None,
-                        help="sqlite (default: var/warehouse.db) or postgres (started locally); "
-                             "MBYN_WAREHOUSE_URL overrides both")
-    parser.add_argument("--no-airflow", action="store_true", help="do not start Airflow")
-    parser.add_argument("--live-fx", action="store_true",
-                        help="poll the real ECB API instead of replaying the bundled recorded responses")
-
-
 def _banner(settings: Settings, airflow_url: str | None, warehouse: str) -> str:
-    from mbyn.local.airflow import password_file
-
     lines = ["", "=" * 72, "mbyn is running — M producers → Kafka → N consumer groups", "=" * 72,
              f"Kafka bootstrap     {settings.bootstrap()}"]
     if airflow_url:
         user, password = "admin", settings.airflow_password  # pragma: allowlist secret
         try:
-            password = json.loads(password_file(settings).read_text()).get(user, password)
+            password = json.loads(local_airflow.password_file(settings).read_text()).get(user, password)
         except (OSError, ValueError):
             pass
         lines += [f"Airflow UI          {airflow_url}   (login {user} / {password})",
@@ -65,10 +62,6 @@ def _banner(settings: Settings, airflow_url: str | None, warehouse: str) -> str:
 
 def _seed_batch_sources(settings: Settings) -> None:
     """One round of each batch producer so dimensions are filled before the streams need them."""
-    from mbyn.sources.customers_db import publish_customer_changes
-    from mbyn.sources.fx_rates import publish_fx_rates
-    from mbyn.sources.inventory_drop import publish_inventory_files, write_demo_file
-
     def inventory() -> dict[str, Any]:
         demo = write_demo_file(settings)
         # The file is complete (written as .part, then renamed): age it past the half-written-file guard.
@@ -85,34 +78,34 @@ def _seed_batch_sources(settings: Settings) -> None:
             log.warning("batch producer %s failed: %s (Airflow's DAG will retry on schedule)", label, exc)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.kafka.admin import apply_topics
-    from mbyn.kafka.security import as_principal
-    from mbyn.local import kafka as cluster
-    from mbyn.local.supervisor import Supervisor, parse_scale
-    from mbyn.warehouse.engine import init_schema, warehouse_engine
+def run(settings: Settings, *, duration: float | None = None, scale: Sequence[str] = (), nodes: int | None = None,
+        warehouse: str | None = None, start_airflow: bool = True, live_fx: bool = False) -> int:
+    """Start the pipeline, supervise it until Ctrl-C / SIGTERM / ``duration`` seconds, stop what it started.
 
+    ``scale``: ``NAME=K`` items over the default copies; ``nodes``: Kafka nodes when it starts the cluster;
+    ``warehouse="postgres"``: start the local PostgreSQL (unless ``MBYN_WAREHOUSE_URL`` names a warehouse);
+    ``live_fx``: poll the real ECB API instead of the recorded responses. Returns 0, or 130 when stopped
+    before the workers started.
+    """
     setup_logging()
     stop = StopFlag().install()
-    deadline = time.monotonic() + args.duration if args.duration else None
-    scale = parse_scale(args.scale)
+    deadline = time.monotonic() + duration if duration else None
+    copies = parse_scale(list(scale))
     started: list[str] = []
     env: dict[str, str] = {}
     supervisor: Supervisor | None = None
     airflow_url: str | None = None
     try:
         if cluster.running_state(settings) is None and not settings.bootstrap_servers:
-            cluster.up(settings, nodes=args.nodes)
+            cluster.up(settings, nodes=nodes)
             started.append("kafka")
         env["MBYN_BOOTSTRAP_SERVERS"] = settings.bootstrap()
-        if args.warehouse == "postgres" and not settings.warehouse_url:
-            from mbyn.local import postgres as postgres_local
-
+        if warehouse == "postgres" and not settings.warehouse_url:
             was_running = postgres_local.status(settings).get("running")
             env["MBYN_WAREHOUSE_URL"] = postgres_local.up(settings)
             if not was_running:
                 started.append("postgres")
-        if not args.live_fx and "MBYN_FX_REPLAY" not in os.environ:
+        if not live_fx and "MBYN_FX_REPLAY" not in os.environ:
             env["MBYN_FX_REPLAY"] = "1"
         os.environ.update(env)  # every child (workers, Airflow) sees the same world
         settings = settings.model_copy(update={
@@ -126,13 +119,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if stop.is_set():
             return 130
         _seed_batch_sources(as_principal(settings, "airflow"))  # what the batch DAGs do, as Airflow would
-        supervisor = Supervisor(settings, scale)
+        supervisor = Supervisor(settings, copies)
         supervisor.start()
-        if not args.no_airflow and not stop.is_set():
-            from mbyn.local import airflow as local
-
-            was_running = local.status(settings).get("running")
-            state = local.up(settings)
+        if start_airflow and not stop.is_set():
+            was_running = local_airflow.status(settings).get("running")
+            state = local_airflow.up(settings)
             if not was_running:
                 started.append("airflow")
             airflow_url = state.url
@@ -150,31 +141,19 @@ def _stop_services(settings: Settings, started: list[str]) -> None:
     for service in reversed(started):
         try:
             if service == "airflow":
-                from mbyn.local import airflow as local
-
-                local.down(settings)
+                    local_airflow.down(settings)
             elif service == "postgres":
-                from mbyn.local import postgres as postgres_local
-
-                postgres_local.down(settings)
+                    postgres_local.down(settings)
             elif service == "kafka":
-                from mbyn.local import kafka as cluster
-
                 cluster.down(settings)
         except Exception as exc:  # noqa: BLE001 - keep stopping the rest; report every failure
             log.error("stopping %s failed: %s", service, exc)
 
 
-def down(settings: Settings, args: argparse.Namespace) -> int:
+def down(settings: Settings) -> int:
     """Stop workers recorded by a running `mbyn run`, then Airflow, Postgres and Kafka."""
-    from mbyn.process import stop_process_groups
-
     setup_logging()
-    state_file = settings.var_dir / "run" / "workers.json"
-    try:
-        state: dict[str, Any] = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        state = {}
+    state = read_state(settings) or {}
     supervisor = state.get("supervisor")
     if supervisor:
         try:
@@ -183,14 +162,6 @@ def down(settings: Settings, args: argparse.Namespace) -> int:
         except ProcessLookupError:
             pass
     stop_process_groups([int(p) for p in state.get("workers", {}).values()], grace=30)
-    state_file.unlink(missing_ok=True)
+    state_file(settings).unlink(missing_ok=True)
     _stop_services(settings, ["kafka", "postgres", "airflow"])
     return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="start the whole M×N pipeline and supervise it (Ctrl-C stops everything)")
-    add_arguments(p)
-    p.set_defaults(handler=run)
-    p = sub.add_parser("down", help="stop a running pipeline and every service it started")
-    p.set_defaults(handler=down)

@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from mbyn.errors import ConfigError
-from mbyn.kafka.security import client_config
+from mbyn.kafka.clients import client_config
 from mbyn.settings import Settings
 
 #: Connection id of batch consumers and of producers run by Airflow.
@@ -57,7 +57,7 @@ def connection_group_id(conn_id: str = KAFKA_CONN_ID) -> str:
     Read from the connection Airflow actually uses (environment variable, secrets backend or metadata
     database), not derived from the settings, so it names the group that committed the offsets.
     """
-    from airflow.sdk import BaseHook
+    from airflow.sdk import BaseHook  # noqa: PLC0415 - in Airflow only (1 s); every CLI command imports this module
 
     group = BaseHook.get_connection(conn_id).extra_dejson.get("group.id")
     if not isinstance(group, str) or not group:

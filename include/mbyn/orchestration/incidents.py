@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,10 +22,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import MetaData, Table, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
 from mbyn.contracts.codec import check_envelope, decode_record
 from mbyn.contracts.dead_letters import shorten
 from mbyn.errors import PoisonRecordError
+from mbyn.files import atomic_write
 from mbyn.settings import Settings, get_settings
+from mbyn.warehouse.engine import make_engine
 
 log = logging.getLogger("mbyn.incidents")
 
@@ -105,12 +110,6 @@ def report_path(settings: Settings, alert_id: str) -> Path:
 
 def warehouse_context(settings: Settings, order_id: str | None, customer_id: str | None) -> WarehouseContext:
     """Rows of the context tables for the order and the customer; empty with a note if there is no warehouse."""
-    from sqlalchemy import MetaData, Table, select
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from mbyn.warehouse.engine import make_engine
-
     context = WarehouseContext()
     url = make_url(settings.warehouse())
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
@@ -205,10 +204,7 @@ def write_incident_report(envelope: Mapping[str, Any], settings: Settings | None
     alert = envelope["payload"]
     context = warehouse_context(settings, alert.get("order_id"), alert.get("customer_id"))
     path = report_path(settings, str(alert["alert_id"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_report(envelope, context, run_id), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, render_report(envelope, context, run_id))
     log.info("incident %s (%s, %s): %s", alert["alert_id"], alert["kind"], alert["severity"], path)
     return path
 

@@ -1,13 +1,13 @@
 """The hourly shipments load: what ``ConsumeFromTopicOperator`` applies to each batch of Kafka messages.
 
-``load_shipment_batch(messages)`` keeps the consumer runtime's contract (``mbyn.kafka.consumer``) inside an
-Airflow task — no record can fail the task, an outage always does:
+``load_shipment_batch(messages)`` keeps the consumer runtime's contract (``mbyn.consumers.runtime``) inside
+an Airflow task — no record can fail the task, an outage always does:
 
 * **Decode.** Every record goes through the codec (``mbyn.contracts.codec.decode_record``); a record it
   refuses is dead-lettered with the codec's reason (``not_json``, ``schema_violation``, ``null_key`` …).
-* **Write.** The decoded shipments are upserted by the warehouse-loader's own code
-  (``WarehouseLoader.write``: the same rows, ``SHIPMENT_COLUMNS``, keyed by ``event_id``, first one kept) in
-  one transaction.
+* **Write.** The decoded shipments are upserted as the warehouse-loader upserts them — the same declaration
+  (``mbyn.warehouse.rows.ROWS["shipments"]``: table ``shipments``, keyed by ``event_id``, first one kept) and
+  the same ``upsert_records`` — in one transaction.
 * **A failed write is classified by where it happens.** A ``SinkUnavailableError`` (database unreachable,
   locked), or any failure while an empty transaction fails too, is an outage: the error is raised, the task
   fails and Airflow retries it. Otherwise the batch is written again one record per transaction, and a record
@@ -29,13 +29,15 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mbyn.consumers.warehouse_loader import WarehouseLoader
+from mbyn.consumers.contract import Record
+from mbyn.consumers.dead_letter_sender import dead_letter_producer, send_dead_letter
 from mbyn.contracts.codec import decode_record
 from mbyn.errors import BrokerUnavailableError, SinkUnavailableError
-from mbyn.kafka.consumer import Batch, Record, dead_letter_producer, message_headers, send_dead_letter
+from mbyn.kafka.consumer import message_headers
 from mbyn.orchestration.connections import KAFKA_CONN_ID, connection_group_id
 from mbyn.settings import Settings, get_settings
 from mbyn.warehouse.engine import init_schema, sink_errors, warehouse_engine
+from mbyn.warehouse.rows import ROWS, upsert_records
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -91,12 +93,11 @@ def _record(message: Any) -> Record:
 def _write(records: list[Record], settings: Settings) -> list[tuple[Record, BaseException]]:
     """Write ``records`` in one transaction, else one by one; the records refused alone, with their errors."""
     engine = warehouse_engine(settings)
-    loader = WarehouseLoader(settings, engine=engine)
     try:
         with sink_errors("shipments load: warehouse"):
             init_schema(engine)
         try:
-            _write_in_one_transaction(loader, engine, records)
+            _write_in_one_transaction(engine, records)
             return []
         except SinkUnavailableError:
             raise
@@ -107,7 +108,7 @@ def _write(records: list[Record], settings: Settings) -> list[tuple[Record, Base
         refused: list[tuple[Record, BaseException]] = []
         for record in records:
             try:
-                _write_in_one_transaction(loader, engine, [record])
+                _write_in_one_transaction(engine, [record])
             except SinkUnavailableError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this record's own failure, unless the warehouse is gone
@@ -118,9 +119,9 @@ def _write(records: list[Record], settings: Settings) -> list[tuple[Record, Base
         engine.dispose()
 
 
-def _write_in_one_transaction(loader: WarehouseLoader, engine: Engine, records: list[Record]) -> None:
+def _write_in_one_transaction(engine: Engine, records: list[Record]) -> None:
     with sink_errors("shipments load: warehouse"), engine.begin() as conn:
-        loader.write(conn, Batch(records, {}))
+        upsert_records(conn, ROWS[TOPIC], records)
 
 
 def _raise_unless_warehouse_answers(engine: Engine, error: Exception) -> None:

@@ -27,12 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
 from mbyn.errors import BrokerUnavailableError, CatalogError
 from mbyn.pipeline_view import data
 from mbyn.settings import Settings, get_settings
+from mbyn.status import collect_status
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -42,9 +45,6 @@ STATUS_SCAN_LIMIT = 50_000
 
 def login_required() -> Callable[..., None]:
     """Airflow's dependency: the caller must be logged in and allowed to see plugin views."""
-    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-    from airflow.api_fastapi.core_api.security import requires_access_view
-
     return requires_access_view(AccessView.PLUGINS)
 
 
@@ -94,8 +94,6 @@ def create_app(settings_factory: Callable[[], Settings] = get_settings) -> FastA
 
     @app.get("/api/status")
     def status(scan_limit: int = Query(STATUS_SCAN_LIMIT, ge=0)) -> dict[str, Any]:
-        from mbyn.status import collect_status
-
         with status_lock:  # one reconciliation at a time; concurrent callers share its result
             cached = status_cache.get(str(scan_limit))
             if cached is not None and time.monotonic() - cached[0] < STATUS_TTL_S:

@@ -3,7 +3,7 @@
 Everything is read live from the broker and the warehouse of ``settings``; nothing here writes anywhere.
 
 * **Graph** — producers → topics → consumer groups. Producers come from the registry
-  (``mbyn.sources.PRODUCERS``, each module's ``SOURCE`` and ``TOPIC`` constants) plus the ``source`` header
+  (``mbyn.workers``: each producer's ``source`` and, when it writes only one, its topic) plus the ``source`` header
   of the most recent records of every topic, so a producer the registry does not know (a test, a replay)
   still shows up. A ``source`` that names a consumer group (``order-enricher``) is drawn as an edge from
   that group, not as a producer; so is a dead letter (its ``dlq.consumer_group`` header names the writer).
@@ -16,7 +16,7 @@ Everything is read live from the broker and the warehouse of ``settings``; nothi
 * **Lag history** — from ``lag_samples`` (written by the lag monitor) when it has rows for the window,
   else from the sampler's memory.
 * **Workers** — the copies of a running ``mbyn run`` with restarts and the ``crash-looping`` state
-  (``mbyn.local.supervisor.worker_status``); graph nodes list their crash-looping copies (``crash_looping``).
+  (``mbyn.run_state.worker_status``); graph nodes list their crash-looping copies (``crash_looping``).
 
 Records are shown whatever they hold: values go through the codec's JSON parser
 (``mbyn.contracts.codec.decode_json``), so a value it refuses (not JSON, NaN, lone surrogates, nesting
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import importlib
 import io
 import json
 import logging
@@ -37,17 +36,23 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from confluent_kafka import KafkaException, Message
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from mbyn import reconciliation
+from mbyn.catalog import load_catalog
 from mbyn.contracts.codec import decode_json
-from mbyn.errors import CatalogError, PoisonRecordError
-from mbyn.local.supervisor import worker_status
+from mbyn.errors import BrokerUnavailableError, CatalogError, PoisonRecordError
+from mbyn.kafka import inspect as broker
+from mbyn.kafka.consumer import message_headers
+from mbyn.run_state import worker_status
 from mbyn.settings import Settings
-from mbyn.status import headers_of
-
-if TYPE_CHECKING:
-    from confluent_kafka import Message
+from mbyn.status import consumer_topics
+from mbyn.warehouse import schema, warehouse_engine
+from mbyn.workers import producers
 
 log = logging.getLogger("mbyn.pipeline_view")
 
@@ -67,26 +72,14 @@ DLQ_SUFFIX = "-dlq"
 class KnownProducer:
     name: str  # registry name (`mbyn produce <name>`)
     source: str | None  # the `source` header it writes
-    topic: str | None  # its topic when the module declares one
+    topic: str | None  # its topic when it writes only one
     help: str
 
 
 def known_producers() -> list[KnownProducer]:
-    """The registered producers with the ``SOURCE`` / ``TOPIC`` constants of their modules (when present)."""
-    from mbyn.sources import PRODUCERS
-
-    found = []
-    for spec in PRODUCERS.values():
-        try:
-            module = importlib.import_module(spec.module)
-        except ModuleNotFoundError as exc:
-            if exc.name != spec.module:
-                raise
-            log.warning("producer %s: module %s is missing", spec.name, spec.module)
-            module = None
-        found.append(KnownProducer(spec.name, getattr(module, "SOURCE", None), getattr(module, "TOPIC", None),
-                                   spec.help))
-    return found
+    """The registered producers (``mbyn.workers``) with their ``source`` header and their only topic."""
+    return [KnownProducer(w.name, w.source, w.writes[0] if len(w.writes) == 1 else None, w.help)
+            for w in producers()]
 
 
 # Sampling ---------------------------------------------------------------------------------------------
@@ -145,19 +138,13 @@ def _logical(settings: Settings, physical: str) -> str:
 
 def snapshot(settings: Settings, sampler: Sampler) -> tuple[dict[str, Any], Snapshot]:
     """Offsets and groups now (``mbyn.status`` without the reconciliation); recorded in ``sampler``."""
-    from confluent_kafka import KafkaException
-
-    from mbyn.catalog import load_catalog
-    from mbyn.errors import BrokerUnavailableError
-    from mbyn.status import _admin, _group_section, _groups, consumer_topics, partition_offsets
-
     prefix = settings.topic_prefix
     physical = {name: prefix + name for name in load_catalog().topics}
     registered = consumer_topics()
     try:
-        admin = _admin(settings)
-        offsets = partition_offsets(admin, physical.values())
-        kafka_groups = _groups(admin, prefix)
+        admin = broker.open_admin(settings)
+        offsets = broker.partition_offsets(admin, physical.values())
+        kafka_groups = broker.groups(admin, prefix)
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot read offsets and groups from {settings.bootstrap()}: {exc}") from None
     wh = reconciliation.read_warehouse(settings)
@@ -170,35 +157,25 @@ def snapshot(settings: Settings, sampler: Sampler) -> tuple[dict[str, Any], Snap
         topics[name] = {"name": name, "physical": phys, "exists": offsets.get(phys) is not None,
                         "partitions": len(parts), "start": sum(s for _, s, _ in parts),
                         "end": sum(e for _, _, e in parts)}
-    groups = _group_section(prefix, registered, kafka_groups, wh, physical, starts, ends)
+    by_group = broker.group_lag(prefix, kafka_groups, wh.stored, registered, physical, starts, ends)
     positions = {g: sum(p["stored"] if p["stored"] is not None else (p["committed"] or 0)
-                        for p in info["partitions"]) for g, info in groups.items()}
+                        for p in info["partitions"]) for g, info in by_group.items()}
     snap = Snapshot(time.time(), {t: v["end"] for t, v in topics.items()}, positions,
-                    {g: info["lag"] for g, info in groups.items()})
+                    {g: info["lag"] for g, info in by_group.items()})
     sampler.add(snap)
-    return {"topics": topics, "groups": groups, "warehouse": wh, "registered": registered}, snap
+    return {"topics": topics, "groups": by_group, "warehouse": wh, "registered": registered}, snap
 
 
 def recent_sources(settings: Settings, sampler: Sampler, topics: dict[str, Any]) -> dict[str, dict[str, int]]:
     """``source`` header → logical topic → how many of the last records per partition carried it (cached)."""
-    from confluent_kafka import TopicPartition
-
-    from mbyn.status import reader
-
     with sampler.lock:
         if time.time() - sampler.sources_at < SOURCES_TTL_S:
             return sampler.sources
-    consumer = reader(settings)
+    consumer = broker.reader(settings, "view")
     found: dict[str, dict[str, int]] = {}
     try:
-        ranges = {}
-        for t in topics.values():
-            if not t["exists"]:
-                continue
-            for p in range(t["partitions"]):
-                low, high = consumer.get_watermark_offsets(TopicPartition(t["physical"], p), timeout=5)
-                if high > low:
-                    ranges[(t["physical"], p)] = (max(low, high - TAIL_PER_PARTITION), high)
+        partitions = [(t["physical"], p) for t in topics.values() if t["exists"] for p in range(t["partitions"])]
+        ranges = broker.tail_ranges(consumer, partitions, TAIL_PER_PARTITION, timeout_s=5)
 
         def on_record(msg: Message) -> None:
             # A dead letter keeps its original headers (``source`` of the first producer); the consumer
@@ -210,9 +187,7 @@ def recent_sources(settings: Settings, sampler: Sampler, topics: dict[str, Any])
                 topic = _logical(settings, msg.topic() or "")
                 per[topic] = per.get(topic, 0) + 1
 
-        from mbyn.status import scan
-
-        scan(consumer, ranges, on_record, timeout_s=10)
+        broker.scan(consumer, ranges, on_record, timeout_s=10)
     finally:
         consumer.close()
     with sampler.lock:
@@ -225,7 +200,7 @@ def _text(value: str | bytes | None) -> str | None:
 
 
 def _header(msg: Message, name: str) -> str | None:
-    for k, v in reversed(headers_of(msg)):
+    for k, v in reversed(message_headers(msg)):
         if k == name:
             return _text(v)
     return None
@@ -332,11 +307,6 @@ def groups_view(settings: Settings, sampler: Sampler, minutes: float = 10.0) -> 
 
 def _lag_samples(settings: Settings, since: float) -> dict[str, list[tuple[float, int]]]:
     """Total lag per group and sample time from the ``lag_samples`` table (empty when it has none)."""
-    from sqlalchemy import func, inspect, select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from mbyn.warehouse import schema, warehouse_engine
-
     ls = schema.lag_samples
     engine = warehouse_engine(settings, read_only=True)
     series: dict[str, list[tuple[float, int]]] = {}
@@ -365,8 +335,6 @@ def _lag_samples(settings: Settings, since: float) -> dict[str, list[tuple[float
 
 def _catalog_topic(settings: Settings, name: str) -> tuple[str, str]:
     """(logical, physical) for a logical or physical catalog name; CatalogError when it is neither."""
-    from mbyn.catalog import load_catalog
-
     catalog = load_catalog()
     logical = _logical(settings, name)
     catalog.get(logical)  # raises CatalogError naming the known topics
@@ -375,12 +343,9 @@ def _catalog_topic(settings: Settings, name: str) -> tuple[str, str]:
 
 def topic_detail(settings: Settings, name: str) -> dict[str, Any]:
     """One topic: catalog entry (partitions, key, config, description) and its offsets per partition."""
-    from mbyn.catalog import load_catalog
-    from mbyn.status import _admin, partition_offsets
-
     logical, physical = _catalog_topic(settings, name)
     entry = load_catalog().get(logical)
-    parts = partition_offsets(_admin(settings), [physical])[physical]
+    parts = broker.partition_offsets(broker.open_admin(settings), [physical])[physical]
     return {"name": logical, "physical": physical, "exists": parts is not None, "description": entry.description,
             "key": entry.key, "config": entry.config, "event_types": list(entry.event_types),
             "partitions": [{"partition": p, "start": s, "end": e} for p, s, e in parts or []],
@@ -407,7 +372,7 @@ def _message(msg: Message) -> dict[str, Any]:
         "timestamp": _iso(ts / 1000) if ts_type != 0 and ts is not None else None,
         "timestamp_ms": ts if ts_type != 0 else None,
         "key": None if key is None else key.decode("utf-8", errors="replace"),
-        "headers": {k: _text(v) for k, v in headers_of(msg)},
+        "headers": {k: _text(v) for k, v in message_headers(msg)},
         "value": shown, "value_encoding": encoding,
     }
 
@@ -420,10 +385,6 @@ def messages(settings: Settings, name: str, limit: int = 50, key: str | None = N
     A header filter ``name:value`` matches a header ``name`` equal to ``value``; ``name`` alone (no colon)
     matches any record carrying that header. Read ``read_committed``: aborted records never show.
     """
-    from confluent_kafka import TopicPartition
-
-    from mbyn.status import reader, scan
-
     limit = max(1, min(int(limit), MAX_LIMIT))
     logical, physical = _catalog_topic(settings, name)
     header_name, _, header_value = (header or "").partition(":")
@@ -439,23 +400,20 @@ def messages(settings: Settings, name: str, limit: int = 50, key: str | None = N
             return
         if header_name:
             value = _header(msg, header_name)
-            if value is None and not any(k == header_name for k, _ in headers_of(msg)):
+            if value is None and not any(k == header_name for k, _ in message_headers(msg)):
                 return
             if header_value and value != header_value:
                 return
         matches.append(_message(msg))
 
-    consumer = reader(settings)
+    consumer = broker.reader(settings, "view")
     try:
-        meta = consumer.list_topics(physical, timeout=10).topics.get(physical)
-        if meta is None or meta.error is not None:
+        partitions = broker.partitions_of(consumer, physical, timeout_s=10)
+        if partitions is None:
             raise CatalogError(f"topic {physical!r} does not exist on {settings.bootstrap()}; "
                                "create it with `mbyn topics apply`")
-        ranges = {}
-        for p in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(physical, p), timeout=10)
-            ranges[(physical, p)] = (max(low, high - back), high)
-        scan(consumer, ranges, on_record, timeout_s=30)
+        ranges = broker.tail_ranges(consumer, [(physical, p) for p in partitions], back, timeout_s=10)
+        broker.scan(consumer, ranges, on_record, timeout_s=30)
     finally:
         consumer.close()
     matches.sort(key=lambda m: (m["timestamp_ms"] or 0, m["offset"]), reverse=True)

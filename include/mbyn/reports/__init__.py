@@ -6,25 +6,11 @@
 * ``sales.py`` — ``build_sales_report(settings, day=None) -> Path``: everything above, written under
   ``<reports_dir>/sales/<date>/`` with ``<reports_dir>/latest.html`` pointing at the newest report.
 
-Importing this package is cheap (pandas and matplotlib are imported by the functions that need them).
+Importing this package is cheap: pandas and matplotlib are imported by the functions that need them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from datetime import date
-    from pathlib import Path
-
-    from mbyn.settings import Settings
-
-
-def build_sales_report(settings: Settings, day: date | None = None, out: Path | None = None) -> Path:
-    """See ``mbyn.reports.sales.build_sales_report``."""
-    from mbyn.reports.sales import build_sales_report as build
-
-    return build(settings, day, out)
-
+from mbyn.reports.sales import build_sales_report
 
 __all__ = ["build_sales_report"]

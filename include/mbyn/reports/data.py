@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import inspect, select
+
+from mbyn.sources.shop import PRICE_FX
+from mbyn.warehouse import schema as s
+
 if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Table
@@ -57,10 +62,6 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def load_day(engine: Engine, day: date) -> DayData:
     """Read one UTC day of the warehouse (see the module docstring)."""
-    from sqlalchemy import inspect, select
-
-    from mbyn.warehouse import schema as s
-
     start, end = day_bounds(day)
     existing = set(inspect(engine).get_table_names())
     missing = sorted(t for t in ("orders", "order_items", "clicks", "payments", "shipments", "alerts",
@@ -123,8 +124,6 @@ def _utc(column: pd.Series) -> pd.Series:
 def convert_to_eur(orders: pd.DataFrame, rates: pd.DataFrame) -> pd.DataFrame:
     """``orders`` with ``rate_per_eur``, ``fx_source`` (eur | ecb | reference) and ``amount_eur`` added."""
     import pandas as pd
-
-    from mbyn.sources.shop import PRICE_FX
 
     out = orders.copy()
     if out.empty:

@@ -124,12 +124,3 @@ def publish_dir(staging: Path, target: Path) -> Path:
     if aside is not None:
         shutil.rmtree(aside)
     return target
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path

@@ -16,8 +16,7 @@ says "No data for <date>". Building the same day again replaces its folder atomi
 
 The warehouse is read in read-only transactions. The reconciliation verdict is ``mbyn status``'s
 (``collect_status``: every record on the raw topics is a warehouse row or a quarantined dead letter),
-one line per topic; without that module, the offsets each warehouse consumer stored in
-``kafka_offsets`` are compared with the broker's end offsets. Two checks about the day are added: its
+one line per topic. Two checks about the day are added: its
 payments whose order is not in the warehouse, and its dead letters. The broker is optional: when it
 does not answer, the verdict says "unknown" and the report is built anyway.
 """
@@ -31,7 +30,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mbyn.errors import ReportError
+from sqlalchemy import inspect, select
+
+from mbyn.errors import BrokerUnavailableError, ReportError
+from mbyn.files import atomic_write
 from mbyn.reconciliation import BALANCED, LAGGING, NOT_BALANCED, NOT_CHECKED
 from mbyn.reports import data as d
 from mbyn.reports.render import (
@@ -42,9 +44,11 @@ from mbyn.reports.render import (
     publish_dir,
     staging_dir,
     table,
-    write_text_atomic,
 )
 from mbyn.settings import Settings
+from mbyn.status import collect_status
+from mbyn.warehouse import sink_errors, warehouse_engine
+from mbyn.warehouse.schema import orders
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +58,6 @@ log = logging.getLogger("mbyn.reports")
 
 SALES_DIR = "sales"
 LATEST = "latest.html"
-BROKER_TIMEOUT_S = 5.0
 #: The report's tables, each written as ``<name>.csv``, in page order.
 TABLES = {
     "revenue_by_hour": d.revenue_by_hour,
@@ -88,8 +91,6 @@ def build_sales_report(settings: Settings, day: date | None = None, out: Path | 
 
     ``out`` replaces ``settings.reports_dir`` as the root of ``sales/<date>/`` and ``latest.html``.
     """
-    from mbyn.warehouse import sink_errors, warehouse_engine
-
     day = day or datetime.now(UTC).date()
     root = (out or settings.reports_dir).resolve()
     target = report_dir(root, day)
@@ -154,7 +155,8 @@ def point_latest(reports_root: Path) -> Path:
     body = (f"<p>The newest sales report is <a href='{href}'>{newest}</a>.</p>")
     html = page(f"mbyn sales report {newest}", body).replace(
         "<title>", f"<meta http-equiv='refresh' content='0; url={href}'><title>", 1)
-    return write_text_atomic(reports_root / LATEST, html)
+    atomic_write(reports_root / LATEST, html)
+    return reports_root / LATEST
 
 
 def _is_date(name: str) -> bool:
@@ -169,22 +171,12 @@ def _is_date(name: str) -> bool:
 
 def reconcile(settings: Settings, engine: Engine, day_data: d.DayData) -> Health:
     """The pipeline-health verdict (see the module docstring) plus two checks about the day itself."""
-    from mbyn.errors import BrokerUnavailableError
-
-    health: Health | None = None
     try:
-        from mbyn.status import collect_status
-    except ImportError:
-        collect_status = None  # type: ignore[assignment]
-    if collect_status is not None:
-        try:
-            health = _from_status(collect_status(settings))
-        except BrokerUnavailableError as exc:
-            log.warning("sales report: %s; reconciliation limited to the warehouse", exc)
-            health = Health("unknown: the broker did not answer", "unknown",
-                            [("reconciliation (mbyn status)", str(exc), "unknown")])
-    if health is None:
-        health = _backlog_checks(settings, engine)
+        health = _from_status(collect_status(settings))
+    except BrokerUnavailableError as exc:
+        log.warning("sales report: %s; reconciliation limited to the warehouse", exc)
+        health = Health("unknown: the broker did not answer", "unknown",
+                        [("reconciliation (mbyn status)", str(exc), "unknown")])
     orphans = _orphan_payments(engine, day_data)
     health.checks.append(("payments of the day whose order is not in the warehouse", f"{orphans:,}",
                           "ok" if orphans == 0 else "warn"))
@@ -213,63 +205,7 @@ def _from_status(status: dict[str, Any]) -> Health:
     return Health(verdict, level, checks, source="mbyn status (collect_status)")
 
 
-def _backlog_checks(settings: Settings, engine: Engine) -> Health:
-    """Without ``mbyn.status``: records on Kafka not yet loaded, per warehouse consumer group."""
-    backlog = _backlog(settings, engine)
-    if backlog is None:
-        return Health("unknown: the broker did not answer", "unknown",
-                      [("records on Kafka not yet in the warehouse", "unknown", "unknown")])
-    if not backlog:
-        return Health("unknown: no warehouse consumer has stored offsets", "unknown", [])
-    checks = [(f"records not yet loaded by {group}", f"{behind:,}", "ok" if behind == 0 else "warn")
-              for group, behind in sorted(backlog.items())]
-    caught_up = all(level == "ok" for _, _, level in checks)
-    return Health("caught up" if caught_up else "behind", "ok" if caught_up else "warn", checks)
-
-
-def _backlog(settings: Settings, engine: Engine) -> dict[str, int] | None:
-    """Per consumer group of this prefix: end offsets minus the offsets stored in ``kafka_offsets``.
-
-    None when the broker does not answer within BROKER_TIMEOUT_S (the report must not hang on it).
-    """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-    from sqlalchemy import inspect, select
-
-    from mbyn.kafka.security import client_config
-    from mbyn.warehouse.schema import kafka_offsets
-
-    if not inspect(engine).has_table("kafka_offsets"):
-        return {}
-    with engine.connect() as conn:
-        rows = conn.execute(select(kafka_offsets.c.consumer_group, kafka_offsets.c.topic,
-                                   kafka_offsets.c.partition, kafka_offsets.c.next_offset)
-                            .where(kafka_offsets.c.consumer_group.startswith(settings.topic_prefix))).all()
-    if not rows:
-        return {}
-    consumer = Consumer({**client_config(settings), "group.id": "mbyn-report-probe",
-                         "enable.auto.commit": False, "socket.timeout.ms": int(BROKER_TIMEOUT_S * 1000)})
-    try:
-        consumer.list_topics(timeout=BROKER_TIMEOUT_S)
-        ends: dict[tuple[str, int], int] = {}
-        backlog: dict[str, int] = {}
-        for group, topic, partition, next_offset in rows:
-            key = (topic, int(partition))
-            if key not in ends:
-                ends[key] = int(consumer.get_watermark_offsets(TopicPartition(*key), timeout=BROKER_TIMEOUT_S)[1])
-            backlog[group] = backlog.get(group, 0) + max(0, ends[key] - int(next_offset))
-        return backlog
-    except KafkaException as exc:
-        log.warning("sales report: broker %s did not answer (%s); backlog unknown", settings.bootstrap(), exc)
-        return None
-    finally:
-        consumer.close()
-
-
 def _orphan_payments(engine: Engine, day_data: d.DayData) -> int:
-    from sqlalchemy import inspect, select
-
-    from mbyn.warehouse.schema import orders
-
     if day_data.payments.empty:
         return 0
     wanted = set(day_data.payments["order_id"])

@@ -7,7 +7,6 @@ or ``batch_seconds``, and on SIGTERM/SIGINT: stop reading, flush, print the coun
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -17,7 +16,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from mbyn.kafka.producer import TopicProducer, wait_for_broker
+from mbyn.kafka.clients import wait_for_broker
+from mbyn.kafka.producer import TopicProducer
+from mbyn.options import Args
 from mbyn.process import Progress, RateLimiter, StopFlag, setup_logging
 from mbyn.settings import Settings
 
@@ -107,7 +108,7 @@ def print_summary(source: str, summary: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run_stream_cli(source: str, records: Iterable[Outgoing], settings: Settings, args: argparse.Namespace) -> int:
+def run_stream_cli(source: str, records: Iterable[Outgoing], settings: Settings, args: Args) -> int:
     """CLI wrapper: logging, signal handling, limits from the args, summary line; exit 0 on a clean stop."""
     setup_logging()
     stop = StopFlag().install()

@@ -17,21 +17,20 @@ the body (``Callable[[BatchRun], None]``) that reads its source, calls ``run.sen
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from mbyn.contracts.envelope import Envelope
 from mbyn.errors import SourceError, StateError
-from mbyn.kafka.producer import TopicProducer, wait_for_broker
+from mbyn.files import atomic_write_json
+from mbyn.kafka.clients import wait_for_broker
+from mbyn.kafka.producer import TopicProducer
+from mbyn.options import Args
 from mbyn.process import StopFlag, setup_logging
 from mbyn.settings import Settings, get_settings
 from mbyn.sources.base import print_summary
@@ -75,23 +74,8 @@ class StateFile:
         return data
 
     def save(self, data: Mapping[str, Any]) -> None:
-        """Replace the state atomically (temp file + fsync + rename + fsync of the folder)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(data, out, separators=(",", ":"), sort_keys=True)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        """Replace the state atomically (0600 temp file + fsync + rename + fsync of the folder)."""
+        atomic_write_json(self.path, data, mode=0o600, separators=(",", ":"), sort_keys=True)
 
 
 class BatchRun:
@@ -160,7 +144,7 @@ def run_batch(source: str, state_name: str, body: Body, settings: Settings | Non
     return summary
 
 
-def refuse_stream_limits(source: str, args: argparse.Namespace, allowed: tuple[str, ...] = ()) -> None:
+def refuse_stream_limits(source: str, args: Args, allowed: tuple[str, ...] = ()) -> None:
     """Batch producers publish what is new, not N records: refuse --count/--rate/--duration unless allowed."""
     for name in ("count", "rate", "duration"):
         if name not in allowed and getattr(args, name, None) is not None:

@@ -24,7 +24,6 @@ The database is created and seeded on first use with ``shop.CUSTOMERS`` customer
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import re
@@ -32,8 +31,12 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import DateTime, bindparam, create_engine, text
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
 from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import ConfigError, SourceError
+from mbyn.options import Args, Option, option
 from mbyn.process import StopFlag
 from mbyn.settings import INCLUDE_DIR, Settings, get_settings
 from mbyn.sources import shop
@@ -90,8 +93,6 @@ class CustomersSql:
     """The customers table's statements for one engine and table name, identifiers validated and quoted."""
 
     def __init__(self, engine: Engine, table: str) -> None:
-        from sqlalchemy import DateTime, bindparam, text
-
         quote = engine.dialect.identifier_preparer.quote_identifier
         self.table = check_identifier(table)
         names = {"table": quote(self.table), "index": quote(check_identifier(f"{table}_changes_idx"))}
@@ -120,9 +121,6 @@ def _strip_comments(sql: str) -> str:
 
 def open_source_db(settings: Settings) -> tuple[Engine, CustomersSql]:
     """Connect to the source database (creating the SQLite folder if needed) and prepare the statements."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import ArgumentError
-
     url = settings.source_db()
     if url.startswith("sqlite:///"):
         settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -158,8 +156,7 @@ def ensure_source_db(settings: Settings | None = None, *, seed: int = 42) -> int
     The seed is ``shop.CUSTOMERS`` customers ``shop.customer_id(1..N)`` with ``shop.home_country`` and
     Faker names (seeded: the same names every time). Idempotent: a non-empty table is left alone.
     """
-    from faker import Faker
-    from sqlalchemy.exc import SQLAlchemyError
+    from faker import Faker  # noqa: PLC0415 - only to seed (50 ms); every CLI command imports this module
 
     settings = settings or get_settings()
     engine, sql = open_source_db(settings)
@@ -189,7 +186,7 @@ def mutate_customers(settings: Settings | None = None, changes: int = 50, *, see
 
     All changes are one transaction, stamped with increasing UTC times. Returns the count per kind.
     """
-    from faker import Faker
+    from faker import Faker  # noqa: PLC0415 - as in ensure_source_db
 
     settings = settings or get_settings()
     ensure_source_db(settings)
@@ -250,8 +247,6 @@ def _change_to_record(row: Any) -> tuple[str, dict[str, Any] | None]:
 
 
 def _publish(run: BatchRun, batch_size: int) -> None:
-    from sqlalchemy.exc import SQLAlchemyError
-
     engine, sql = open_source_db(run.settings)
     origin = f"{engine.url.render_as_string(hide_password=True)}#{sql.table}"
     if run.state.get("origin") not in (None, origin):
@@ -307,14 +302,15 @@ def publish_customer_changes(settings: Settings | None = None, *, mutate: int = 
     return {**summary, "seeded": seeded, **{f"mutated_{k}": v for k, v in mutated.items()}}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mutate", type=int, default=0, metavar="N",
-                        help="first apply N simulated changes (updates, sign-ups, soft deletes) to the source table")
-    parser.add_argument("--seed", type=int, default=None, help="reproducible mutations (default: random)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="rows per batch (one flush + watermark each)")
+OPTIONS: tuple[Option, ...] = (
+    option("--mutate", type=int, default=0, metavar="N",
+           help="first apply N simulated changes (updates, sign-ups, soft deletes) to the source table"),
+    option("--seed", type=int, default=None, help="reproducible mutations (default: random)"),
+    option("--batch-size", type=int, default=1000, help="rows per batch (one flush + watermark each)"),
+)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     refuse_stream_limits("customers", args)
     if args.mutate < 0:
         raise SystemExit("mbyn: --mutate must be 0 or more")

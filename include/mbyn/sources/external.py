@@ -10,6 +10,7 @@ instead of living on as an orphan.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -29,8 +30,6 @@ def child_environment(settings: Settings) -> dict[str, str]:
 
 
 def _child_setup() -> None:
-    import ctypes
-
     os.setsid()
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 

@@ -26,7 +26,6 @@ WARNING that the rates are a REPLAY of recorded data.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import http.server
 import logging
@@ -43,6 +42,7 @@ from typing import Any
 from mbyn.catalog import load_catalog
 from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import SourceError
+from mbyn.options import Args, Option, option
 from mbyn.process import StopFlag, backoff_delays
 from mbyn.settings import INCLUDE_DIR, Settings, get_settings
 from mbyn.sources.batch import BatchRun, event_id, refuse_stream_limits, run_batch, run_batch_cli
@@ -183,7 +183,7 @@ def fetch(url: str, settings: Settings, stop: StopFlag | None = None) -> bytes:
     naming the URL and the last problem (with a hint about ``--replay`` when the host is unreachable);
     other non-200 answers fail at once, because a retry will not change them.
     """
-    import httpx
+    import httpx  # noqa: PLC0415 - only to fetch (60 ms); every CLI command imports this module
 
     stop = stop or StopFlag()
     delays = backoff_delays(initial=0.5, maximum=8.0)
@@ -296,16 +296,17 @@ def publish_fx_rates(settings: Settings | None = None, *, history: bool | None =
     return run_batch(SOURCE, TOPIC, lambda run: _publish(run, settings.fx_url, history), settings, stop=stop)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--history", action="store_true",
-                        help=f"fetch {HISTORY_FILE} (last 90 days) instead of {DAILY_FILE} "
-                             "(default: history on the first run only)")
-    parser.add_argument("--replay", action="store_true",
-                        help="serve the recorded ECB responses from include/fixtures/ecb over local HTTP "
-                             "(offline demo; also MBYN_FX_REPLAY=1)")
+OPTIONS: tuple[Option, ...] = (
+    option("--history", action="store_true",
+           help=f"fetch {HISTORY_FILE} (last 90 days) instead of {DAILY_FILE} "
+                "(default: history on the first run only)"),
+    option("--replay", action="store_true",
+           help="serve the recorded ECB responses from include/fixtures/ecb over local HTTP "
+                "(offline demo; also MBYN_FX_REPLAY=1)"),
+)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     refuse_stream_limits("fx-rates", args)
     return run_batch_cli(SOURCE, lambda stop: publish_fx_rates(
         settings, history=True if args.history else None, replay=True if args.replay else None, stop=stop))

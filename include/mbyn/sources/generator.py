@@ -15,7 +15,6 @@ Keys: clickstream by ``session_id`` (a session's clicks stay ordered), orders by
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from collections.abc import Iterator
@@ -23,7 +22,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from faker import Faker
+
 from mbyn.contracts.envelope import make_envelope
+from mbyn.options import Args, Option, option
 from mbyn.settings import Settings
 from mbyn.sources import shop
 from mbyn.sources.base import Outgoing, run_stream_cli
@@ -84,8 +86,6 @@ def _poison(rng: random.Random, good: Outgoing) -> Outgoing:
 
 def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: float = 0.0) -> Iterator[Outgoing]:
     """Yield clickstream and order records forever (bounded memory: ``sessions`` live sessions)."""
-    from faker import Faker
-
     rng = random.Random(seed)
     fake = Faker()
     fake.seed_instance(seed)
@@ -142,14 +142,15 @@ def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: floa
         yield record
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=None, help="reproducible sequence (default: random)")
-    parser.add_argument("--sessions", type=int, default=64, help="concurrent browsing sessions (memory bound)")
-    parser.add_argument("--invalid-ratio", type=float, default=0.0,
-                        help="fraction 0..1 of records replaced by malformed bytes (dead-letter testing)")
+OPTIONS: tuple[Option, ...] = (
+    option("--seed", type=int, default=None, help="reproducible sequence (default: random)"),
+    option("--sessions", type=int, default=64, help="concurrent browsing sessions (memory bound)"),
+    option("--invalid-ratio", type=float, default=0.0,
+           help="fraction 0..1 of records replaced by malformed bytes (dead-letter testing)"),
+)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     if not 0.0 <= args.invalid_ratio <= 1.0:
         raise SystemExit("mbyn: --invalid-ratio must be between 0 and 1")
     if args.sessions < 1:

@@ -25,7 +25,6 @@ processes what is in the folder (``--watch``: again every ``--interval`` seconds
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -45,6 +44,8 @@ from typing import Any
 
 from mbyn.contracts.envelope import make_envelope, utc_now_iso, validate
 from mbyn.errors import ContractError, SourceError
+from mbyn.files import atomic_write
+from mbyn.options import Args, Option, option
 from mbyn.process import StopFlag
 from mbyn.settings import Settings, get_settings
 from mbyn.sources import shop
@@ -248,12 +249,6 @@ def parse_stock_file(snapshot: Snapshot) -> tuple[list[dict[str, Any]], list[str
 # Moving files ---------------------------------------------------------------------------------------------
 
 
-def _write_note(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _move(path: Path, folder: Path, note_suffix: str | None = None, note: str = "") -> Path:
     """Move ``path`` into ``folder`` atomically (a free name), with an optional note written first beside it."""
     folder.mkdir(exist_ok=True)
@@ -262,7 +257,7 @@ def _move(path: Path, folder: Path, note_suffix: str | None = None, note: str = 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         target = folder / f"{path.stem}.{stamp}{path.suffix}"
     if note_suffix:
-        _write_note(folder / f"{target.name}{note_suffix}", note)
+        atomic_write(folder / f"{target.name}{note_suffix}", note)
     os.replace(path, target)
     return target
 
@@ -378,23 +373,22 @@ def write_demo_file(settings: Settings | None = None, *, rows: int = 40, fmt: st
     folder = inbox(settings)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"stock-{datetime.now(UTC):%Y%m%dT%H%M%S}-{rng.getrandbits(24):06x}.{fmt}"
-    partial = folder / f"{name}.part"
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, folder / name)
+    atomic_write(folder / name, text)  # its temporary name is hidden, so the watcher skips it
     log.info("inventory: demo file %s with %d rows dropped", folder / name, rows)
     return folder / name
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--watch", action="store_true", help="keep polling the landing folder until Ctrl-C")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between passes with --watch")
-    parser.add_argument("--make-demo-file", action="store_true",
-                        help="first drop a demo stock file (shop SKUs) into the landing folder")
-    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="format of --make-demo-file")
-    parser.add_argument("--rows", type=int, default=40, help="rows in --make-demo-file")
+OPTIONS: tuple[Option, ...] = (
+    option("--watch", action="store_true", help="keep polling the landing folder until Ctrl-C"),
+    option("--interval", type=float, default=2.0, help="seconds between passes with --watch"),
+    option("--make-demo-file", action="store_true",
+           help="first drop a demo stock file (shop SKUs) into the landing folder"),
+    option("--format", choices=("csv", "jsonl"), default="csv", help="format of --make-demo-file"),
+    option("--rows", type=int, default=40, help="rows in --make-demo-file"),
+)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     refuse_stream_limits("inventory", args, allowed=("duration",) if args.watch else ())
     if args.interval <= 0:
         raise SystemExit("mbyn: --interval must be positive")

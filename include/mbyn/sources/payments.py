@@ -21,7 +21,6 @@ it so that ``mbyn produce payments`` works like every other producer.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from mbyn.catalog import CATALOG_FILE
 from mbyn.errors import BuildError
+from mbyn.options import Args, Option, option
 from mbyn.settings import INCLUDE_DIR, Settings
 from mbyn.sources.external import run_external
 
@@ -109,18 +109,17 @@ def _run_build_step(cmd: list[str], what: str, env: dict[str, str] | None = None
         raise BuildError(f"{what} in {JAVA_DIR} failed (exit {result.returncode}):\n{tail}")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--synthetic", action="store_true",
-                        help="consume nothing: generate valid payment events as fast as possible or at --rate "
-                             "(benchmarks)")
-    parser.add_argument("--idle-exit", type=float, default=None,
-                        help="stop after S seconds without new orders once no late payment is pending "
-                             "(tests, batch use)")
-    parser.add_argument("--max-broker-wait", type=float, default=300.0,
-                        help="give up (exit 1) when no broker answers within S seconds (default 300)")
+OPTIONS: tuple[Option, ...] = (
+    option("--synthetic", action="store_true",
+           help="consume nothing: generate valid payment events as fast as possible or at --rate (benchmarks)"),
+    option("--idle-exit", type=float, default=None,
+           help="stop after S seconds without new orders once no late payment is pending (tests, batch use)"),
+    option("--max-broker-wait", type=float, default=300.0,
+           help="give up (exit 1) when no broker answers within S seconds (default 300)"),
+)
 
 
-def command(args: argparse.Namespace) -> list[str]:
+def command(args: Args) -> list[str]:
     """The ``java`` command line for the parsed ``mbyn produce payments`` arguments."""
     java = shutil.which("java")
     if java is None:
@@ -136,7 +135,7 @@ def command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     """Build if needed, run the service until it exits, forward SIGTERM/SIGINT; return its exit code."""
     for name in ("count", "rate", "duration", "idle_exit", "max_broker_wait"):
         value = getattr(args, name)

@@ -16,7 +16,6 @@ it so that ``mbyn produce shipments`` works like every other producer.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import sys
 from pathlib import Path
 
 from mbyn.errors import BuildError
+from mbyn.options import Args, Option, option
 from mbyn.settings import INCLUDE_DIR, Settings
 from mbyn.sources.external import run_external
 
@@ -69,16 +69,17 @@ def build(settings: Settings) -> str:
     return f"built {BINARY.relative_to(INCLUDE_DIR.parent)}"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--synthetic", action="store_true",
-                        help="synthesize orders instead of consuming payments (demos, benchmarks)")
-    parser.add_argument("--stage-delay", type=float, default=3.0,
-                        help="seconds between two stages of a shipment (default 3; 0: all four at once)")
-    parser.add_argument("--max-pending", type=int, default=10_000,
-                        help="shipments with stages pending at most (bounded timer queue; default 10000)")
+OPTIONS: tuple[Option, ...] = (
+    option("--synthetic", action="store_true",
+           help="synthesize orders instead of consuming payments (demos, benchmarks)"),
+    option("--stage-delay", type=float, default=3.0,
+           help="seconds between two stages of a shipment (default 3; 0: all four at once)"),
+    option("--max-pending", type=int, default=10_000,
+           help="shipments with stages pending at most (bounded timer queue; default 10000)"),
+)
 
 
-def command(args: argparse.Namespace) -> list[str]:
+def command(args: Args) -> list[str]:
     """The binary's command line for the parsed ``mbyn produce shipments`` arguments."""
     cmd = [str(BINARY), "--stage-delay", str(args.stage_delay), "--max-pending", str(args.max_pending)]
     if args.synthetic:
@@ -89,7 +90,7 @@ def command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: Args) -> int:
     """Build if needed, run the tracker until it exits, forward SIGTERM/SIGINT; return its exit code."""
     if args.stage_delay < 0:
         raise SystemExit("mbyn: --stage-delay must be 0 or more seconds")

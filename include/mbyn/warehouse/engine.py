@@ -32,7 +32,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import update as update_statement
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
+from sqlalchemy.schema import CreateColumn
+
 from mbyn.errors import SinkRejectedError, SinkUnavailableError, WarehouseError
+from mbyn.settings import get_settings
 from mbyn.warehouse.schema import ADDED_COLUMNS, WIDENED_COLUMNS, kafka_offsets, metadata
 
 if TYPE_CHECKING:
@@ -46,9 +60,6 @@ PartitionKey = tuple[str, int]
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """An Engine for the warehouse URL (see module docstring for the SQLite settings)."""
-    from sqlalchemy import create_engine, event
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -87,16 +98,12 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
 def warehouse_engine(settings: Any = None, *, read_only: bool = False) -> Engine:
     """The engine for ``settings.warehouse()`` (default settings when None)."""
-    from mbyn.settings import get_settings
-
     return make_engine((settings or get_settings()).warehouse(), read_only=read_only)
 
 
 @contextmanager
 def sink_errors(what: str = "warehouse") -> Iterator[None]:
     """Map database errors: unreachable / locked → SinkUnavailableError (retry), refused → SinkRejectedError."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
@@ -119,8 +126,6 @@ def init_schema(engine: Engine, attempts: int = 5) -> None:
     On PostgreSQL an advisory lock serialises concurrent callers; on SQLite a caller that loses the
     race ("already exists") simply tries again and then finds the tables.
     """
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
@@ -139,9 +144,6 @@ def init_schema(engine: Engine, attempts: int = 5) -> None:
 def _add_missing_columns(conn: Connection) -> None:
     """Bring a warehouse made by an older version up to date: ``schema.ADDED_COLUMNS`` it lacks are added,
     ``schema.WIDENED_COLUMNS`` widened (PostgreSQL)."""
-    from sqlalchemy import inspect
-    from sqlalchemy.schema import CreateColumn
-
     inspector = inspect(conn)
     for table_name, column_name in ADDED_COLUMNS:
         present = {c["name"] for c in inspector.get_columns(table_name)}
@@ -177,10 +179,12 @@ def parse_time(text: str | None) -> datetime | None:
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
     """``INSERT`` for ``conn``'s dialect (SQLite or PostgreSQL), so ``.on_conflict_do_update/nothing`` are there."""
+    # Only the dialect in use is imported here (create_engine has loaded it already): both at the top of this
+    # module would cost every `mbyn` command up to 40 ms.
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415 - the dialect in use only
     elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]  # noqa: PLC0415 - as above
     else:
         raise WarehouseError(f"upsert is not implemented for {conn.dialect.name}")
     return insert(table)
@@ -314,8 +318,6 @@ def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...], keys: tuple[
 @contextmanager
 def _dbapi_errors(conn: Connection, statement: str) -> Iterator[None]:
     """Raise DBAPI errors of raw-cursor work as SQLAlchemy's exceptions, as ``conn.execute`` would."""
-    from sqlalchemy.exc import DBAPIError
-
     dbapi_error: type[Any] = conn.dialect.loaded_dbapi.Error
     try:
         yield
@@ -357,8 +359,6 @@ def claim_offsets(conn: Connection, group: str, positions: Mapping[PartitionKey,
     for a concurrent insert, so two copies claiming the same offset cannot both succeed; SQLite runs one
     write transaction at a time (``BEGIN IMMEDIATE``).
     """
-    from sqlalchemy import update
-
     t = kafka_offsets
     now = utc_now()
     stale: list[PartitionKey] = []
@@ -370,8 +370,8 @@ def claim_offsets(conn: Connection, group: str, positions: Mapping[PartitionKey,
                 "consumer_group": group, "topic": topic, "partition": partition, "next_offset": offset,
                 "updated_at": now})
         else:
-            result = conn.execute(update(t).where(t.c.consumer_group == group, t.c.topic == topic,
-                                                  t.c.partition == partition, t.c.next_offset == expected)
+            result = conn.execute(update_statement(t).where(t.c.consumer_group == group, t.c.topic == topic,
+                                                            t.c.partition == partition, t.c.next_offset == expected)
                                   .values(next_offset=offset, updated_at=now).returning(t.c.next_offset))
         if result.first() is None:
             stale.append((topic, partition))
@@ -381,8 +381,6 @@ def claim_offsets(conn: Connection, group: str, positions: Mapping[PartitionKey,
 def load_offsets(conn: Connection, group: str, partitions: Sequence[tuple[str, int]] | None = None,
                  ) -> dict[tuple[str, int], int]:
     """The stored next offsets of ``group`` (only ``partitions`` when given)."""
-    from sqlalchemy import select
-
     result = conn.execute(select(kafka_offsets.c.topic, kafka_offsets.c.partition, kafka_offsets.c.next_offset)
                           .where(kafka_offsets.c.consumer_group == group))
     stored = {(t, int(p)): int(o) for t, p, o in result}

@@ -1,4 +1,4 @@
-"""``mbyn airflow up|down|status|env|password`` — the local Airflow of :mod:`mbyn.local.airflow`."""
+"""``mbyn airflow up|down|status|env|password``: the local Airflow of :mod:`mbyn.local.airflow`."""
 
 from __future__ import annotations
 
@@ -6,28 +6,23 @@ import argparse
 import json
 from typing import Any
 
+from mbyn.local import airflow as local
 from mbyn.settings import Settings
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.local import airflow as local
-
     state = local.up(settings)
     print(f"{state.url}  (login {local.ADMIN_USER} / {settings.airflow_password}; log {state.log_file})")
     return 0
 
 
 def _down(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.local import airflow as local
-
     if not local.down(settings):
         local.log("no Airflow was running")
     return 0
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.local import airflow as local
-
     info = local.status(settings)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -40,21 +35,17 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _env(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.local import airflow as local
-
     print("\n".join(local.env_lines(settings)))
     return 0
 
 
 def _password(settings: Settings, args: argparse.Namespace) -> int:
-    from mbyn.local import airflow as local
-
     print(f"{local.ADMIN_USER} {settings.airflow_password}")
     return 0
 
 
-def register_airflow(sub: Any) -> None:
-    """Add the ``airflow`` command group to the ``mbyn`` parser."""
+def register(sub: Any) -> None:
+    """Add the ``airflow`` command group."""
     group = sub.add_parser("airflow", help="the local Airflow (standalone) running mbyn's DAGs")
     actions = group.add_subparsers(dest="action", required=True)
     p = actions.add_parser("up", help="create topics, start `airflow standalone`, wait until its API answers")
