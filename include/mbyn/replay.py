@@ -14,8 +14,8 @@ the first record whose Kafka timestamp is at or after ``from_ts``, then lets it 
    (``kafka_offsets``: warehouse-loader, dead-letters) read those instead, so the same partitions are
    rewound there too, in one database transaction. ``store_offsets`` only moves forward during normal
    operation; this is the one place that moves an offset back, on purpose.
-4. **Re-load.** For a consumer mbyn can run in-process (``IN_PROCESS``) one copy runs right here until
-   it has been idle for ``idle_exit`` seconds — the simplest design that can also *report* the outcome:
+4. **Re-load.** For a consumer mbyn can run in-process (``replay_class`` in its registry entry) one copy runs
+   right here until it has been idle for ``idle_exit`` seconds — the simplest design that can also *report* the outcome:
    the group is stopped anyway (step 1), so no running copy would pick the work up, and the summary can
    compare row counts before and after. The loaders upsert on business keys, so re-processed records
    change no row count; records that were new anyway (a backlog on the group's other topics) do, and
@@ -26,7 +26,7 @@ The summary dict says what moved (per partition: from, to, records), how many re
 (exact: the rewound ranges the in-process copy read past again), the row counts of the tables it wrote
 before and after, and ``rows_unchanged``.
 
-**Additive sinks are refused** (``ADDITIVE``): the sales-aggregator adds every order to its windows, so
+**Additive sinks are refused** (``adds_to`` in the registry): the sales-aggregator adds every order to its windows, so
 re-reading part of ``orders`` would count those orders twice, and a window's rows cannot be split back
 into the records before and after ``from_ts``. ``replay`` raises ReplayError naming the group and how to
 rebuild the table from scratch instead (``additive_refusal``), before anything is moved.
@@ -59,6 +59,7 @@ from mbyn.settings import Settings
 from mbyn.warehouse import load_offsets, sink_errors, utc_now, warehouse_engine
 from mbyn.warehouse.schema import kafka_offsets as ko
 from mbyn.warehouse.schema import metadata
+from mbyn.workers import WORKERS
 
 if TYPE_CHECKING:
     from mbyn.consumers.contract import StreamConsumer
@@ -67,13 +68,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mbyn.replay")
 
 SOURCES = ("kafka", "lake")
-#: Consumers replay can run in-process (name → "module:class"); both store offsets in the warehouse.
-IN_PROCESS: dict[str, str] = {
-    "warehouse-loader": "mbyn.consumers.warehouse_loader:WarehouseLoader",
-    "dead-letters": "mbyn.consumers.dead_letters:DeadLetterSink",
-}
-#: Consumers whose writes add up instead of upserting (name → the table they add to): never replayed.
-ADDITIVE: dict[str, str] = {"sales-aggregator": "sales_by_minute"}
 DEFAULT_IDLE_EXIT_S = 5.0
 KAFKA_TIMEOUT_S = 15.0
 
@@ -142,7 +136,7 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
     when = parse_timestamp(from_ts)
     group_id = group_id_for(settings, group)
     consumer_name = group_id[len(settings.topic_prefix):]
-    if consumer_name in ADDITIVE:
+    if _adds_to(consumer_name):
         raise ReplayError(additive_refusal(group_id, consumer_name, physical))
     log.info("replay: %s for group %s from %s", physical, group_id, when.isoformat())
 
@@ -188,7 +182,7 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
 
 def additive_refusal(group_id: str, consumer_name: str, physical: str) -> str:
     """Why ``group_id`` cannot be replayed and how to rebuild its table instead."""
-    table = ADDITIVE[consumer_name]
+    table = _adds_to(consumer_name)
     return (f"group {group_id}: {consumer_name} adds every record to {table}, so replaying {physical} would count "
             f"the re-read records twice; mbyn replay refuses it. To recompute {table}: stop every {consumer_name} "
             f"copy, delete all rows of {table} and this group's rows of kafka_offsets and stream_watermarks "
@@ -255,12 +249,18 @@ def rewind_stored_offsets(settings: Settings, group_id: str, physical: str, move
     return changed
 
 
+def _adds_to(consumer_name: str) -> str:
+    """The table a registered consumer's writes add up in ("" for upserting sinks and unknown groups)."""
+    entry = WORKERS.get(consumer_name)
+    return entry.adds_to if entry is not None and entry.kind == "consumer" else ""
+
+
 def _in_process_factory(consumer_name: str) -> Callable[[Settings], StreamConsumer] | None:
-    target = IN_PROCESS.get(consumer_name)
-    if target is None:
+    """The class replay runs in-process for this consumer, imported from its module (None: not in-process)."""
+    entry = WORKERS.get(consumer_name)
+    if entry is None or entry.kind != "consumer" or not entry.replay_class:
         return None
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(entry.module), entry.replay_class)  # type: ignore[no-any-return]
 
 
 def _row_counts(settings: Settings) -> dict[str, int]:

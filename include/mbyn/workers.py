@@ -38,6 +38,10 @@ class Worker:
     ``instance_id``: it accepts ``--instance-id`` (static membership; the supervisor passes one per copy).
     ``transactional``: it writes with Kafka transactions (transactional ids ``<prefix><name>-``).
     ``monitor``: it reads no records but describes every group and topic of the prefix.
+    ``replay_class``: the ``StreamConsumer`` class in ``module`` that ``mbyn replay`` runs in-process to re-load
+    what it rewound (its offsets live in the warehouse); empty: the group's own copies re-read on their next start.
+    ``adds_to``: the table its writes add up in (windows, counters) — ``mbyn replay`` refuses such a group,
+    because re-read records would count twice.
     """
 
     name: str
@@ -54,6 +58,8 @@ class Worker:
     instance_id: bool = False
     transactional: bool = False
     monitor: bool = False
+    replay_class: str = ""
+    adds_to: str = ""
 
     def __post_init__(self) -> None:
         if not self.groups and self.reads:
@@ -114,17 +120,20 @@ WORKERS: dict[str, Worker] = _declare(
     # Consumers ----------------------------------------------------------------------------------------
     Worker("warehouse-loader", "consumer", "mbyn.consumers.warehouse_loader",
            "raw topics → warehouse tables, exactly once (offsets stored with the rows)",
-           reads=(*RAW_TOPICS, "alerts"), writes=(DEAD_LETTERS,), copies=2, instance_id=True),
+           reads=(*RAW_TOPICS, "alerts"), writes=(DEAD_LETTERS,), copies=2, instance_id=True,
+           replay_class="WarehouseLoader"),
     Worker("dead-letters", "consumer", "mbyn.consumers.dead_letters",
            "dead-letters topic → quarantine table, exactly once",
-           reads=(DEAD_LETTERS,), writes=(DEAD_LETTERS,), copies=1, instance_id=True),
+           reads=(DEAD_LETTERS,), writes=(DEAD_LETTERS,), copies=1, instance_id=True,
+           replay_class="DeadLetterSink"),
     Worker("order-enricher", "consumer", "mbyn.consumers.order_enricher",
            "orders + fx-rates → orders-enriched (EUR amounts), exactly once with Kafka transactions",
            reads=("orders", "fx-rates"), tables=("fx-rates",), writes=("orders-enriched", DEAD_LETTERS),
            copies=2, instance_id=True, transactional=True),
     Worker("sales-aggregator", "consumer", "mbyn.consumers.sales_aggregator",
            "orders + fx-rates → sales_by_minute (1-minute event-time windows), exactly once",
-           reads=("orders", "fx-rates"), tables=("fx-rates",), writes=(DEAD_LETTERS,), copies=2, instance_id=True),
+           reads=("orders", "fx-rates"), tables=("fx-rates",), writes=(DEAD_LETTERS,), copies=2, instance_id=True,
+           adds_to="sales_by_minute"),
     Worker("fraud-detector", "consumer", "mbyn.consumers.fraud_detector",
            "orders ⋈ payments → alerts (amount mismatch, payment without order, order velocity)",
            reads=("orders", "payments"), writes=("alerts", DEAD_LETTERS), copies=2, instance_id=True),

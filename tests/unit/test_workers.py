@@ -15,11 +15,13 @@ import pytest
 
 from mbyn.catalog import load_catalog
 from mbyn.cli.main import build_parser
+from mbyn.consumers.contract import StreamConsumer
 from mbyn.kafka.security import ADMIN, BROWSERS, OTHER_GROUPS, acl_plan, groups_of, principals
 from mbyn.local.supervisor import Supervisor, parse_scale
 from mbyn.pipeline_view.data import KnownProducer, known_producers
 from mbyn.settings import PROJECT_ROOT, load_settings
 from mbyn.status import consumer_topics
+from mbyn.warehouse.schema import metadata
 from mbyn.workers import WORKERS, Worker, consumers, producers
 
 PACKAGE = PROJECT_ROOT / "include" / "mbyn"
@@ -72,6 +74,20 @@ def test_every_worker_module_exists_and_matches_its_declaration(name: str) -> No
     assert len(apps) == 1, f"{worker.module}: no consumer class named {name!r}"
     assert tuple(apps[0].topics) == worker.subscribes, f"{name}: subscribes to {apps[0].topics}"
     assert (getattr(apps[0], "commit_mode", None) == "transaction") == worker.transactional
+
+
+@pytest.mark.parametrize("name", sorted(w.name for w in consumers()))
+def test_a_consumers_groups_and_replay_policy_are_what_its_code_does(name: str) -> None:
+    """The ACLs grant ``groups``; the runtime joins the group named after the consumer — they must agree. Replay
+    runs ``replay_class`` in-process: a StreamConsumer of that name in the module; ``adds_to`` is a real table."""
+    worker = WORKERS[name]
+    assert worker.groups == ((name,) if worker.subscribes else ()), \
+        f"{name}: the runtime's group id is the consumer's name; `groups` in mbyn/workers.py says {worker.groups}"
+    if worker.replay_class:
+        cls = getattr(importlib.import_module(worker.module), worker.replay_class)
+        assert issubclass(cls, StreamConsumer) and cls.name == name
+    assert not worker.adds_to or worker.adds_to in metadata.tables
+    assert not (worker.replay_class and worker.adds_to), f"{name}: an additive sink cannot be replayed in-process"
 
 
 def test_importing_the_registry_imports_no_worker_module() -> None:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mbyn.local import run as pipeline
 from mbyn.settings import Settings
+
+# `mbyn run` seeds the batch producers' tables, so mbyn.local.run imports producer modules: imported in the
+# handlers, a producer that cannot be imported breaks `mbyn run` and its own sub-command, not every command.
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from mbyn.local import run as pipeline  # noqa: PLC0415 - imports worker modules (see above)
+
     return pipeline.run(settings, duration=args.duration, scale=args.scale, nodes=args.nodes,
                         warehouse=args.warehouse, start_airflow=not args.no_airflow, live_fx=args.live_fx)
 
 
 def _down(settings: Settings, args: argparse.Namespace) -> int:
+    from mbyn.local import run as pipeline  # noqa: PLC0415 - imports worker modules (see above)
+
     return pipeline.down(settings)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from mbyn.errors import ConfigError
 from mbyn.kafka.clients import client_config
+from mbyn.kafka.security import AIRFLOW_BATCH_GROUP, AIRFLOW_INCIDENT_GROUP
 from mbyn.settings import Settings
 
 #: Connection id of batch consumers and of producers run by Airflow.
@@ -26,7 +27,7 @@ KAFKA_CONN_ID = "kafka_default"
 #: Connection id of the incident DAG's asset watcher.
 INCIDENTS_CONN_ID = "kafka_incidents"
 
-_GROUPS = {KAFKA_CONN_ID: "mbyn-airflow-batch", INCIDENTS_CONN_ID: "mbyn-incident-watcher"}
+_GROUPS = {KAFKA_CONN_ID: AIRFLOW_BATCH_GROUP, INCIDENTS_CONN_ID: AIRFLOW_INCIDENT_GROUP}
 
 
 def kafka_extra(settings: Settings, conn_id: str = KAFKA_CONN_ID) -> dict[str, Any]:
