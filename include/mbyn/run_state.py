@@ -1,4 +1,5 @@
-"""The run-state file of ``mbyn run``: which worker copies run, and how each one last exited.
+"""The run-state files of ``mbyn run``: what it started (``pipeline.json``), which worker copies run and how
+each one last exited (``workers.json``).
 
 ``mbyn run``'s supervisor (``mbyn.local.supervisor``) writes ``var/run/workers.json`` through
 ``write_state`` each time a copy starts or exits (atomically, mode 0600: never half-written, private to the
@@ -13,6 +14,20 @@ A copy's ``last_error`` is the last line of its log since that start that mentio
 line (``last_error_line``), else how it exited (``describe_exit``). ``worker_status`` reads the file for
 ``mbyn status`` and the view: a copy that exited at least ``CRASH_LOOP_RESTARTS`` times within
 ``CRASH_LOOP_WINDOW_S`` is ``crash-looping``.
+
+``var/run/pipeline.json`` (``write_pipeline``, mode 0600, removed by ``remove_pipeline`` when the run ends)
+tells the commands typed next to a running pipeline where it is::
+
+    {"pid": <pid of mbyn run>, "started_at": <unix time>, "security": "open" | "scram", "topic_prefix": "...",
+     "bootstrap_servers": "...", "kafka_port": <n>, "kafka_controller_port": <n>, "postgres_port": <n>,
+     "warehouse_url": "<URL without its password when referenced>", "warehouse_password_file": <path or null>,
+     "airflow_url": <URL or null>}
+
+The warehouse password is not copied when it can be referenced: a URL whose password is the content of the
+local PostgreSQL's ``password`` file is stored without it, with the file's path; ``running_pipeline``
+puts it back when read. ``use_running_pipeline`` applies the record to the settings of a command —
+only the values the user did not set (``MBYN_*`` variables and options win); a file whose pid is not alive
+is ignored (a run killed with SIGKILL leaves it behind), and so defaults apply as without a run.
 """
 
 from __future__ import annotations
@@ -26,9 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from mbyn.errors import ConfigError
 from mbyn.files import atomic_write_json
 from mbyn.process import pid_alive
-from mbyn.settings import Settings
+from mbyn.settings import Settings, hide_password
 
 #: A copy that exited this many times within the window is shown as crash-looping.
 CRASH_LOOP_RESTARTS = 3
@@ -129,3 +148,95 @@ def _iso(ts: float) -> str | None:
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return None
+
+
+# What a running `mbyn run` started: var/run/pipeline.json ---------------------------------------------------
+
+#: The settings a command takes from the running pipeline when the user did not set them.
+PIPELINE_SETTINGS = ("warehouse_url", "security", "topic_prefix", "bootstrap_servers")
+
+
+def pipeline_file(settings: Settings) -> Path:
+    return settings.var_dir / "run" / "pipeline.json"
+
+
+def write_pipeline(settings: Settings, *, pid: int, airflow_url: str | None = None,
+                   password_file: Path | None = None) -> dict[str, Any]:
+    """Record the pipeline ``settings`` describe (the run's effective settings) as run by ``pid``; the document.
+
+    ``password_file``: where the warehouse password is kept (the local PostgreSQL's); when the URL's password
+    is that file's content, the URL is stored without it and the file is referenced instead.
+    """
+    url, reference = settings.warehouse(), None
+    if password_file is not None:
+        try:
+            parsed = make_url(url)
+            stored = password_file.read_text(encoding="utf-8").strip()
+        except (ArgumentError, OSError):
+            parsed, stored = None, None
+        if parsed is not None and parsed.password and parsed.password == stored:
+            url = parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps it on None
+            reference = str(password_file)
+    document = {"pid": pid, "started_at": time.time(), "security": settings.security,
+                "topic_prefix": settings.topic_prefix, "bootstrap_servers": settings.bootstrap(),
+                "kafka_port": settings.kafka_port, "kafka_controller_port": settings.kafka_controller_port,
+                "postgres_port": settings.postgres_port, "warehouse_url": url, "warehouse_password_file": reference,
+                "airflow_url": airflow_url}
+    atomic_write_json(pipeline_file(settings), document, mode=0o600, indent=1)
+    return document
+
+
+def remove_pipeline(settings: Settings, pid: int | None = None) -> None:
+    """Remove the pipeline record — only the one of ``pid`` when given (another run's record stays)."""
+    path = pipeline_file(settings)
+    if pid is not None:
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") != pid:
+                return
+        except (OSError, ValueError, AttributeError):
+            return
+    path.unlink(missing_ok=True)
+
+
+def running_pipeline(settings: Settings) -> dict[str, Any] | None:
+    """The record of the running pipeline with its warehouse password put back; None when there is no record,
+    it is unreadable, or its pid is not alive. ConfigError when the referenced password file cannot be read."""
+    try:
+        document = json.loads(pipeline_file(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("pid"), int) or not pid_alive(document["pid"]):
+        return None
+    reference = document.get("warehouse_password_file")
+    if reference and document.get("warehouse_url"):
+        try:
+            password = Path(reference).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"the running pipeline's warehouse password file {reference} cannot be read ({exc}); "
+                              "set MBYN_WAREHOUSE_URL") from None
+        url = make_url(document["warehouse_url"]).set(password=password)
+        document["warehouse_url"] = url.render_as_string(hide_password=False)
+    return document
+
+
+def use_running_pipeline(settings: Settings) -> tuple[Settings, str | None]:
+    """``settings`` with the running pipeline's values for the ``PIPELINE_SETTINGS`` the user did not set, and
+    the line that says so (password masked; None when nothing changed). Without a running pipeline:
+    ``settings`` unchanged."""
+    pipeline = running_pipeline(settings)
+    if pipeline is None:
+        return settings, None
+    current = {"warehouse_url": settings.warehouse(), "security": settings.security,
+               "topic_prefix": settings.topic_prefix, "bootstrap_servers": settings.bootstrap()}
+    update = {name: pipeline[name] for name in PIPELINE_SETTINGS
+              if name not in settings.model_fields_set and isinstance(pipeline.get(name), str)
+              and pipeline[name] != current[name]}
+    if not update:
+        return settings, None
+    shown = {"warehouse_url": "warehouse", "security": "security", "topic_prefix": "topic prefix",
+             "bootstrap_servers": "Kafka"}
+    parts = [f"{shown[n]}: {hide_password(v) if n == 'warehouse_url' else repr(v) if n == 'topic_prefix' else v}"
+             for n, v in update.items()]
+    line = f"using the running pipeline's {'; '.join(parts)} (mbyn run, pid {pipeline['pid']})"
+    return settings.model_copy(update=update), line
+

@@ -10,6 +10,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -190,6 +191,23 @@ class Settings(BaseSettings):
     def source_db(self) -> str:
         """The shop's source (OLTP) database URL (SQLAlchemy form)."""
         return self.source_db_url or f"sqlite:///{self.var_dir / 'shop.db'}"
+
+
+def hide_password(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: the one way mbyn shows a URL on screen or in a log.
+
+    The ``user:password@`` part becomes ``user:***@`` (SQLAlchemy's ``render_as_string(hide_password=True)``
+    form); a URL without a password, or a string that is not a URL, is returned unchanged. The explicit ways
+    to reveal a secret are `mbyn postgres url`, `mbyn airflow password` and `mbyn kafka credentials`.
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # e.g. an invalid port: not a URL this function can take apart
+        return url
+    user = parts.netloc.rpartition("@")[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -79,12 +79,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaException, Message
-from sqlalchemy.engine import make_url
 
 from mbyn import reconciliation
 from mbyn.catalog import load_catalog
 from mbyn.contracts.codec import decode_record
-from mbyn.contracts.dead_letters import parse_headers
+from mbyn.contracts.dead_letters import DEAD_LETTER_TOPIC, parse_headers
 from mbyn.errors import BrokerUnavailableError, PoisonRecordError
 from mbyn.kafka.consumer import message_headers
 from mbyn.kafka.inspect import SCAN_TIMEOUT_S, group_lag, groups, open_admin, partition_offsets, reader, scan
@@ -99,7 +98,7 @@ from mbyn.reconciliation import (
     topic_verdict,
 )
 from mbyn.run_state import worker_status
-from mbyn.settings import Settings
+from mbyn.settings import Settings, hide_password
 from mbyn.warehouse.rows import ROWS
 from mbyn.workers import consumers
 
@@ -107,7 +106,6 @@ SCHEMA = "mbyn.status/1"
 DEFAULT_SCAN_LIMIT = 200_000
 LOADER = "warehouse-loader"
 DEAD_LETTER_SINK = "dead-letters"
-DEAD_LETTER_TOPIC = "dead-letters"
 
 # Registry ---------------------------------------------------------------------------------------------
 
@@ -171,7 +169,7 @@ def collect_status(settings: Settings, *, scan_limit: int = DEFAULT_SCAN_LIMIT,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "bootstrap_servers": settings.bootstrap(),
         "topic_prefix": prefix,
-        "warehouse_url": _hide_password(settings.warehouse()),
+        "warehouse_url": hide_password(settings.warehouse()),
         "topics": topics,
         "groups": group_section,
         "workers": worker_status(settings),
@@ -222,10 +220,6 @@ def _verdict(rec: dict[str, Any], wh: WarehouseFacts, scan_limit: int) -> tuple[
     else:
         summary = problems[0] if problems else verdict
     return verdict, summary, problems
-
-
-def _hide_password(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _reconcile(settings: Settings, raw_topics: list[str], physical: Mapping[str, str],

@@ -17,6 +17,8 @@ from mbyn.errors import ConfigError
 from mbyn.kafka.clients import client_config
 from mbyn.kafka.security import (
     ADMIN,
+    BROWSERS,
+    VIEWER,
     AclRule,
     acl_plan,
     format_arguments,
@@ -65,6 +67,11 @@ def test_transactional_and_monitoring_rights() -> None:
     assert ("describe", "group", "*") in rights("lag-monitor", prefix="")
     assert rights("kafdrop") == {("read", "topic", "p-"), ("describe_configs", "topic", "p-"),
                                  ("describe", "group", "p-")}
+    # the viewer (mbyn status, report) reads like kafdrop, plus its assign-only readers' unprefixed probe group
+    # ... and its own console consumers' groups (`mbyn kafka tool console-consumer`: p-viewer-<hex>)
+    assert rights(VIEWER) == rights("kafdrop") | {("describe", "group", "mbyn-probe-"),
+                                                   ("read", "group", "p-viewer-")}
+    assert not {r for r in rights(VIEWER) if r[0] in ("write", "idempotent_write")}
 
 
 def test_plan_is_sorted_without_repeats_and_prefixed_patterns_are_marked() -> None:
@@ -95,7 +102,7 @@ def test_catalog_access_matches_what_the_code_reads_and_writes() -> None:
         topic = getattr(importlib.import_module(spec.module), "TOPIC", None)
         if topic is not None:
             assert spec.name in writers[topic], f"producer {spec.name} writes {topic} but is not in its writers"
-    known = set(WORKERS) | {"airflow", "kafdrop"}
+    known = set(WORKERS) | {"airflow", *BROWSERS}
     assert set(principals()) - {ADMIN} <= known, "a catalog principal names no producer, consumer or airflow"
     assert {w.name for w in WORKERS.values() if w.monitor} <= {w.name for w in consumers()}
     assert groups_of("warehouse-loader") == ("warehouse-loader",)

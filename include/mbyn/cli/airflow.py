@@ -12,7 +12,7 @@ from mbyn.settings import Settings
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     state = local.up(settings)
-    print(f"{state.url}  (login {local.ADMIN_USER} / {settings.airflow_password}; log {state.log_file})")
+    print(f"{state.url}  (user {local.ADMIN_USER}; password: mbyn airflow password; log {state.log_file})")
     return 0
 
 

@@ -7,11 +7,13 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from mbyn.consumers.dead_letters import quarantine_counts, replay
+from mbyn.kafka.security import ADMIN
 from mbyn.settings import Settings
 
 
 def _list(settings: Settings, args: argparse.Namespace) -> int:
+    from mbyn.consumers.dead_letters import quarantine_counts  # noqa: PLC0415 - a worker module (see _replay)
+
     counts = quarantine_counts(settings)
     if not counts:
         print("quarantine is empty")
@@ -23,6 +25,10 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    # The dead-letters sink is a worker module: imported here, a sink that cannot be imported breaks `mbyn dlq`
+    # and `mbyn consume dead-letters` only, not every mbyn command.
+    from mbyn.consumers.dead_letters import replay  # noqa: PLC0415 - a worker module (see above)
+
     since = None
     if args.since:
         try:
@@ -41,8 +47,8 @@ def register(sub: Any) -> None:
     """Add the ``dlq`` command group."""
     dlq = sub.add_parser("dlq", help="quarantined dead letters").add_subparsers(dest="action", required=True)
     p = dlq.add_parser("list", help="count quarantined records by topic and reason")
-    p.set_defaults(handler=_list)
+    p.set_defaults(handler=_list, reads_pipeline=True)  # the warehouse only: no Kafka principal
     p = dlq.add_parser("replay", help="re-publish quarantined records (not yet replayed) to their original topic")
     p.add_argument("--topic", default=None, help="only records from this topic (catalog or physical name)")
     p.add_argument("--since", default=None, help="only records quarantined at or after this ISO-8601 time")
-    p.set_defaults(handler=_replay)
+    p.set_defaults(handler=_replay, reads_pipeline=True, principal=ADMIN)

@@ -1,4 +1,5 @@
-"""``mbyn kafka up|down|status|credentials``: the local Apache Kafka cluster of :mod:`mbyn.local.kafka`."""
+"""``mbyn kafka up|down|status|credentials|tool``: the local Apache Kafka cluster of :mod:`mbyn.local.kafka`
+and Kafka's own command-line tools against it (:mod:`mbyn.local.kafka_tools`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from mbyn.kafka.security import principal_environment
 from mbyn.local import kafka as cluster
+from mbyn.local import kafka_tools
 from mbyn.settings import Settings
 
 
@@ -46,6 +48,13 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if info["running"] else 3
 
 
+def _tool(settings: Settings, args: argparse.Namespace) -> int:
+    if args.name not in kafka_tools.TOOLS:
+        print(f"mbyn kafka tool: unknown tool {args.name!r}; known: {kafka_tools.tool_names()}", file=sys.stderr)
+        return 2
+    return kafka_tools.run_tool(settings, args.name, args.args, args.tool_principal)
+
+
 def register(sub: Any) -> None:
     """Add the ``kafka`` command group."""
     kafka = sub.add_parser("kafka", help="the local Apache Kafka cluster").add_subparsers(dest="action", required=True)
@@ -60,6 +69,22 @@ def register(sub: Any) -> None:
                                              "of the secured local cluster (eval them in a shell)")
     p.add_argument("principal", help="admin or a service name (see docs/RELIABILITY.md \"Secured mode\")")
     p.set_defaults(handler=_credentials)
+    p = kafka.add_parser(
+        "tool", help="run one of Kafka's own command-line tools against the local cluster (both security modes)",
+        description="Runs Kafka's command-line tool NAME (kafka-NAME.sh of a Kafka release) from the project's "
+                    "jars with ARGS; adds --bootstrap-server and, in the secured mode, a client config file of "
+                    "the principal (var/kafka/client-<principal>.properties, 0600). "
+                    f"Tools: {kafka_tools.tool_names()}. "
+                    "Example: mbyn kafka tool console-consumer --topic orders --from-beginning --max-messages 5",
+        epilog="Options of mbyn kafka tool itself come before NAME; everything after NAME goes to the tool.")
+    p.add_argument("--principal", dest="tool_principal", default=None,
+                   help="secured mode: authenticate as this principal (default: viewer for reading, admin for "
+                        "console-producer, acls, delete-records and --create/--alter/--delete/--reset-offsets...; "
+                        "admin where no viewer exists; MBYN_KAFKA_USERNAME when set)")
+    p.add_argument("name", metavar="NAME", help=f"the tool: {kafka_tools.tool_names()}")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the tool's own arguments (see NAME --help)")
+    # reads_pipeline: next to a running `mbyn run`, its bootstrap servers, security mode and prefix apply
+    p.set_defaults(handler=_tool, reads_pipeline=True)
     p = kafka.add_parser("down", help="stop the cluster (SIGTERM, then SIGKILL after 30 s)")
     p.set_defaults(handler=_down)
     p = kafka.add_parser("status", help="show node processes and ports (exit 3 when not running)")

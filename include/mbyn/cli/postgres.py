@@ -8,11 +8,11 @@ import sys
 from typing import Any
 
 from mbyn.local import postgres
-from mbyn.settings import Settings
+from mbyn.settings import Settings, hide_password
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    print(postgres.up(settings))
+    print(f"{hide_password(postgres.up(settings))}   (full URL: mbyn postgres url)")
     return 0
 
 
@@ -44,14 +44,16 @@ def register(sub: Any) -> None:
     group = sub.add_parser("postgres", help="the project-started PostgreSQL (warehouse for tests and "
                                             "--warehouse postgres)")
     actions = group.add_subparsers(dest="action", required=True)
-    p = actions.add_parser("up", help="start it (initdb on first use), create database mbyn, print its URL")
+    p = actions.add_parser("up", help="start it (initdb on first use), create database mbyn, print its URL "
+                                            "(password masked: `mbyn postgres url` prints it)")
     p.set_defaults(handler=_up)
     p = actions.add_parser("down", help="stop it (pg_ctl stop -m fast)")
     p.set_defaults(handler=_down)
     p = actions.add_parser("status", help="show pid, port and data folder (exit 3 when not running)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_status)
-    p = actions.add_parser("url", help="print the SQLAlchemy URL (whether running or not)")
+    p = actions.add_parser("url", help="print the SQLAlchemy URL with its password "
+                                            "(whether running or not)")
     p.add_argument("--database", default=postgres.DATABASE,
                    help=f"database name in the URL (default {postgres.DATABASE})")
     p.set_defaults(handler=_url)

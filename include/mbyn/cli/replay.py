@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from mbyn.kafka.security import ADMIN
 from mbyn.process import StopFlag, setup_logging
 from mbyn.replay import DEFAULT_IDLE_EXIT_S, SOURCES, replay
 from mbyn.settings import Settings
@@ -34,4 +35,4 @@ def register(sub: Any) -> None:
                    help="only rewind; the group's consumers re-read on their next start")
     p.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT_S,
                    help=f"in-process re-load stops after S seconds without records (default {DEFAULT_IDLE_EXIT_S:g})")
-    p.set_defaults(handler=_replay)
+    p.set_defaults(handler=_replay, reads_pipeline=True, principal=ADMIN)

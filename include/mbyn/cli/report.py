@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mbyn.kafka.security import VIEWER
 from mbyn.process import setup_logging
 from mbyn.reports.sales import build_sales_report
 from mbyn.settings import Settings
@@ -33,4 +34,4 @@ def register(sub: Any) -> None:
                                    "<out>/latest.html at the newest report; prints the index.html path.")
     p.add_argument("--date", type=_date, default=None, help="UTC day YYYY-MM-DD (default: today)")
     p.add_argument("--out", type=Path, default=None, help="reports folder (default: MBYN_VAR_DIR/reports)")
-    p.set_defaults(handler=_report)
+    p.set_defaults(handler=_report, reads_pipeline=True, principal=VIEWER)

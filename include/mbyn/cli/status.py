@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mbyn.cli.text import format_table
+from mbyn.kafka.security import VIEWER
 from mbyn.reconciliation import BALANCED, EXIT_CODES, LAGGING, NOT_BALANCED, NOT_CHECKED
 from mbyn.settings import Settings
 from mbyn.status import DEFAULT_SCAN_LIMIT, collect_status
@@ -91,4 +92,4 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help='one JSON document ("schema": "mbyn.status/1")')
     p.add_argument("--scan-limit", type=int, default=DEFAULT_SCAN_LIMIT,
                    help="read records one by one only up to this many offsets (default %(default)s)")
-    p.set_defaults(handler=_status_command)
+    p.set_defaults(handler=_status_command, reads_pipeline=True, principal=VIEWER)

@@ -7,7 +7,7 @@ from typing import Any
 
 from mbyn.catalog import load_catalog
 from mbyn.kafka.admin import apply_topics
-from mbyn.kafka.security import acl_plan, as_principal
+from mbyn.kafka.security import ADMIN, acl_plan, as_principal
 from mbyn.settings import Settings
 
 
@@ -32,6 +32,6 @@ def register(sub: Any) -> None:
     topics = sub.add_parser("topics", help="the topic catalog").add_subparsers(dest="action", required=True)
     p = topics.add_parser("apply", help="create missing catalog topics, raise partition counts")
     p.add_argument("topic", nargs="*", help="only these catalog topics")
-    p.set_defaults(handler=_apply)
+    p.set_defaults(handler=_apply, reads_pipeline=True, principal=ADMIN)
     p = topics.add_parser("list", help="print the catalog")
     p.set_defaults(handler=_list)

@@ -42,4 +42,4 @@ def register(sub: Any) -> None:
     p = sub.add_parser("sql", help='run a read-only query against the warehouse, e.g. mbyn sql "SELECT ..."')
     p.add_argument("query", help="one SQL statement (the transaction is read-only)")
     p.add_argument("--limit", type=int, default=100, help="rows to print (default 100)")
-    p.set_defaults(handler=_sql)
+    p.set_defaults(handler=_sql, reads_pipeline=True)  # the warehouse only: no Kafka principal

@@ -4,8 +4,10 @@
   servers, plus SASL/SCRAM-SHA-512 and ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` when secured.
 * **One principal per service.** The principals are the workers of ``mbyn.workers`` and the other services
   named in the catalog's ``writers`` / ``readers`` lists (``include/topics.yaml``; ``airflow``), plus
-  ``kafdrop`` (the compose file's topic browser: reads every topic, describes every group) and ``admin``
-  (the brokers themselves and `mbyn kafka up` / `mbyn topics apply`; a super user).
+  ``kafdrop`` (the compose file's topic browser: reads every topic, describes every group), ``viewer`` (the
+  same rights, for the read-only commands next to a running pipeline — ``mbyn status``, ``mbyn report`` — and
+  the pipeline view) and ``admin`` (the brokers themselves and `mbyn kafka up` / `mbyn topics apply` /
+  `mbyn replay` / `mbyn dlq replay`; a super user).
 * **ACLs from the catalog** (``acl_plan``): a writer gets WRITE on its topics (WRITE implies DESCRIBE)
   and IDEMPOTENT_WRITE on the cluster; a reader gets READ on its topics and READ on its own consumer
   groups only (``Worker.groups``, ``OTHER_GROUPS``) — ``<prefix><group>`` literally, and for readers of a
@@ -56,15 +58,20 @@ from mbyn.catalog import Catalog, load_catalog
 from mbyn.errors import AclError, ConfigError
 from mbyn.files import atomic_write_json
 from mbyn.kafka.clients import MECHANISM, admin_client, client_config
+from mbyn.kafka.inspect import PROBE_GROUP
 from mbyn.settings import Settings
 from mbyn.workers import WORKERS
 
 ADMIN = "admin"
-#: Read-only browsers (Kafdrop in docker-compose): read every topic of the prefix, describe every group.
-BROWSERS = ("kafdrop",)
+#: The read-only principal of the commands that only look (``mbyn status``, ``mbyn report``).
+VIEWER = "viewer"
+#: Read-only browsers (Kafdrop in docker-compose, the viewer): read every topic of the prefix, describe every group.
+BROWSERS = ("kafdrop", VIEWER)
 #: Consumer group ids (without the prefix) of the services that are not workers (workers declare theirs in
 #: ``mbyn.workers``): Airflow's batch reads and incident watcher (``mbyn.orchestration.connections``).
-OTHER_GROUPS: dict[str, tuple[str, ...]] = {"airflow": ("mbyn-airflow-batch", "mbyn-incident-watcher")}
+AIRFLOW_BATCH_GROUP = "mbyn-airflow-batch"
+AIRFLOW_INCIDENT_GROUP = "mbyn-incident-watcher"
+OTHER_GROUPS: dict[str, tuple[str, ...]] = {"airflow": (AIRFLOW_BATCH_GROUP, AIRFLOW_INCIDENT_GROUP)}
 CREDENTIALS_FILE = "scram-credentials.json"
 
 
@@ -128,6 +135,10 @@ def acl_plan(catalog: Catalog | None = None, prefix: str = "") -> list[AclRule]:
         rules.add(AclRule(browser, "topic", *everything, "read"))
         rules.add(AclRule(browser, "topic", *everything, "describe_configs"))
         rules.add(AclRule(browser, "group", *everything, "describe"))
+    # the viewer's assign-only readers (mbyn.kafka.inspect.reader) carry an unprefixed probe group id
+    rules.add(AclRule(VIEWER, "group", PROBE_GROUP, "prefixed", "describe"))
+    # ... and READ on its own groups only (`mbyn kafka tool console-consumer`): never a pipeline group's offsets
+    rules.add(AclRule(VIEWER, "group", f"{prefix}{VIEWER}-", "prefixed", "read"))
     return sorted(rules)
 
 

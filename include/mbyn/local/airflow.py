@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbyn.errors import OrchestratorError, PortInUseError
-from mbyn.files import atomic_write_json
+from mbyn.files import atomic_write, atomic_write_json
 from mbyn.kafka.admin import apply_topics
 from mbyn.kafka.security import as_principal, security_environment
 from mbyn.local.processes import group_alive, port_open, stop_process_groups
@@ -102,8 +102,7 @@ def _jwt_secret(settings: Settings) -> str:
     """One secret for every component (tokens signed by the scheduler must verify in the API server)."""
     path = settings.airflow_home / "jwt_secret"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(64))  # ≥ 64 bytes: HS512 wants that much
-        path.chmod(0o600)
+        atomic_write(path, secrets.token_urlsafe(64), mode=0o600)  # ≥ 64 bytes: HS512 wants that much
     return path.read_text().strip()
 
 
@@ -157,8 +156,7 @@ def _process_env(settings: Settings, port: int, dags_folder: Path | None) -> dic
 def write_password(settings: Settings) -> None:
     """Write the admin password where SimpleAuthManager reads it (it only generates missing users)."""
     path = password_file(settings)
-    path.write_text(json.dumps({ADMIN_USER: settings.airflow_password}))
-    path.chmod(0o600)
+    atomic_write_json(path, {ADMIN_USER: settings.airflow_password}, mode=0o600)
 
 
 # Processes -------------------------------------------------------------------------------------------
@@ -240,7 +238,7 @@ def up(settings: Settings, timeout_s: float = START_TIMEOUT_S, dags_folder: Path
         down(settings)
         raise
     log(f"Airflow {version} ready after {time.monotonic() - started:.0f}s: {state.url} "
-        f"(login {ADMIN_USER} / {settings.airflow_password})")
+        f"(user {ADMIN_USER}; password: mbyn airflow password)")
     return state
 
 

@@ -46,6 +46,7 @@ from mbyn.settings import INCLUDE_DIR, Settings
 DIST_DIR = INCLUDE_DIR / "kafka-dist"
 POM = DIST_DIR / "pom.xml"
 LOG4J_CONFIG = DIST_DIR / "log4j2.properties"
+TOOLS_LOG4J_CONFIG = DIST_DIR / "tools-log4j2.properties"  # `mbyn kafka tool`: WARN and above to stderr only
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
@@ -122,11 +123,11 @@ def ensure_jars(settings: Settings) -> Path:
 
 
 def java_cmd(settings: Settings, main_class: str, *args: str, heap: str | None = None,
-             logs_dir: Path | None = None) -> list[str]:
-    """A java command line running ``main_class`` from the Kafka jars."""
+             logs_dir: Path | None = None, log_config: Path = LOG4J_CONFIG) -> list[str]:
+    """A java command line running ``main_class`` from the Kafka jars (``log_config``: the log4j2 file)."""
     lib = lib_dir(settings)
     cmd = ["java", f"-Xmx{heap or settings.kafka_heap}", "-Xms64m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-           f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"]
+           f"-Dlog4j2.configurationFile={log_config}"]
     # Always set: log4j2.properties refers to it, and an unset property becomes a literal folder name.
     cmd.append(f"-Dkafka.logs.dir={logs_dir or settings.logs_dir}")
     cmd += ["-cp", f"{lib}/*", main_class, *args]

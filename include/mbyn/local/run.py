@@ -14,7 +14,6 @@ terminal (or one whose terminal died).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -30,8 +29,8 @@ from mbyn.local import postgres as postgres_local
 from mbyn.local.processes import stop_process_groups
 from mbyn.local.supervisor import Supervisor, parse_scale
 from mbyn.process import StopFlag, setup_logging
-from mbyn.run_state import read_state, state_file
-from mbyn.settings import Settings
+from mbyn.run_state import read_state, remove_pipeline, state_file, write_pipeline
+from mbyn.settings import Settings, hide_password
 from mbyn.sources.customers_db import publish_customer_changes
 from mbyn.sources.fx_rates import publish_fx_rates
 from mbyn.sources.inventory_drop import publish_inventory_files, write_demo_file
@@ -43,15 +42,13 @@ log = logging.getLogger("mbyn.run")
 def _banner(settings: Settings, airflow_url: str | None, warehouse: str) -> str:
     lines = ["", "=" * 72, "mbyn is running — M producers → Kafka → N consumer groups", "=" * 72,
              f"Kafka bootstrap     {settings.bootstrap()}"]
+    # No password on screen (the terminal may be shared or recorded): the banner says where to get them.
     if airflow_url:
-        user, password = "admin", settings.airflow_password  # pragma: allowlist secret
-        try:
-            password = json.loads(local_airflow.password_file(settings).read_text()).get(user, password)
-        except (OSError, ValueError):
-            pass
-        lines += [f"Airflow UI          {airflow_url}   (login {user} / {password})",
+        lines += [f"Airflow UI          {airflow_url}   (user {local_airflow.ADMIN_USER}; password: "
+                  "mbyn airflow password)",
                   f"Pipeline view       {airflow_url}/plugin/mbyn-pipeline   (or {airflow_url}/mbyn/)"]
-    lines += [f"Warehouse           {warehouse}",
+    lines += [f"Warehouse           {hide_password(warehouse)}"
+              + ("   (full URL: mbyn postgres url)" if hide_password(warehouse) != warehouse else ""),
               '  query it          mbyn sql "SELECT country, count(*) FROM orders GROUP BY country"',
               f"Reports             {settings.reports_dir}   (mbyn report; incidents/ from the alert DAG)",
               f"Worker logs         {settings.logs_dir / 'workers'}",
@@ -64,7 +61,7 @@ def _seed_batch_sources(settings: Settings) -> None:
     """One round of each batch producer so dimensions are filled before the streams need them."""
     def inventory() -> dict[str, Any]:
         demo = write_demo_file(settings)
-        # The file is complete (written as .part, then renamed): age it past the half-written-file guard.
+        # The file is complete (a hidden temporary file, then renamed): age it past the half-written-file guard.
         old = time.time() - 3600
         os.utime(demo, (old, old))
         return publish_inventory_files(settings)
@@ -127,9 +124,13 @@ def run(settings: Settings, *, duration: float | None = None, scale: Sequence[st
             if not was_running:
                 started.append("airflow")
             airflow_url = state.url
+        # what the commands typed next to this run read (mbyn status, sql, dlq, report, replay)
+        write_pipeline(settings, pid=os.getpid(), airflow_url=airflow_url,
+                       password_file=postgres_local.LocalPostgres.from_settings(settings).password_file)
         print(_banner(settings, airflow_url, settings.warehouse()), file=sys.stderr, flush=True)
         supervisor.supervise(stop, deadline)
     finally:
+        remove_pipeline(settings, os.getpid())
         if supervisor is not None:
             supervisor.stop_all()
         _stop_services(settings, started)
@@ -163,5 +164,6 @@ def down(settings: Settings) -> int:
             pass
     stop_process_groups([int(p) for p in state.get("workers", {}).values()], grace=30)
     state_file(settings).unlink(missing_ok=True)
+    remove_pipeline(settings)
     _stop_services(settings, ["kafka", "postgres", "airflow"])
     return 0
