@@ -7,10 +7,10 @@ at start with the setting's environment variable name and what is allowed, never
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -193,21 +193,30 @@ class Settings(BaseSettings):
         return self.source_db_url or f"sqlite:///{self.var_dir / 'shop.db'}"
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)([?&;](?:ssl)?password=)[^&;#]*")
+
+
 def hide_password(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: the one way mbyn shows a URL on screen or in a log.
 
-    The ``user:password@`` part becomes ``user:***@`` (SQLAlchemy's ``render_as_string(hide_password=True)``
-    form); a URL without a password, or a string that is not a URL, is returned unchanged. The explicit ways
+    The ``user:password@`` part becomes ``user:***@`` (as SQLAlchemy's ``render_as_string(hide_password=True)``),
+    a ``password=`` query value becomes ``password=***``; a URL without a password, or a string that is not a
+    URL, is returned unchanged. The user information ends at the *last* ``@``, so a password with ``@``,
+    ``/``, ``#``, ``?`` or ``[`` in it is masked whole (at worst more than the password is hidden, never less;
+    SQLAlchemy's parser splits such a URL at its first ``@`` and would show the rest). The explicit ways
     to reveal a secret are `mbyn postgres url`, `mbyn airflow password` and `mbyn kafka credentials`.
     """
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:  # e.g. an invalid port: not a URL this function can take apart
-        return url
-    user = parts.netloc.rpartition("@")[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            rest = f"{user}:***@{host}"
+        elif not sep:
+            rest = f"***@{host}"  # not a URL: whatever precedes an @ may be a secret
+    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}{sep}{rest}")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -115,10 +115,12 @@ def test_cli_up_status_url_down(pg_settings: Settings) -> None:
     # Each call starts a fresh interpreter (a few seconds on a busy machine): keep them few.
     up = run("up")
     assert up.returncode == 0, up.stderr
-    url = up.stdout.strip()
+    url = run("url").stdout.strip()  # `up` prints the URL with its password masked; `url` reveals it
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert password and password not in up.stdout + up.stderr and ":***@" in up.stdout
+    assert up.stdout.split()[0] == url.replace(f":{password}@", ":***@")
     assert scalar(url, "SELECT 42") == 42
     assert run("status").returncode == 0
-    assert run("url").stdout.strip() == url
     assert run("down").returncode == 0
     stopped = run("status")
     assert stopped.returncode == 3 and "not running" in stopped.stdout

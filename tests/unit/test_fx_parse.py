@@ -7,7 +7,16 @@ import re
 import pytest
 
 from mbyn.errors import SourceError
-from mbyn.sources.fx_rates import DAILY_FILE, FIXTURES_DIR, HISTORY_FILE, catalog_currencies, parse_ecb_xml
+from mbyn.settings import load_settings
+from mbyn.sources.fx_rates import (
+    DAILY_FILE,
+    FIXTURES_DIR,
+    HISTORY_FILE,
+    catalog_currencies,
+    fetch,
+    parse_ecb_xml,
+    replay_server,
+)
 
 URL = "http://ecb.test/eurofxref-daily.xml"
 HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n<gesmes:Envelope xmlns:gesmes="http://www.gesmes.org/xml/2002-08-01" '
@@ -81,3 +90,13 @@ def test_entities_are_never_expanded():
     for body in (bomb, external):
         with pytest.raises(SourceError, match="DOCTYPE / entity declarations are not allowed"):
             parse_ecb_xml(body, URL)
+
+
+def test_a_password_in_mbyn_fx_url_is_masked_in_errors() -> None:
+    hidden = "-".join(("hunter2", "x9"))  # built at run time: no secret-looking literal in the file
+    with pytest.raises(SourceError) as caught:
+        parse_ecb_xml(b"<not-xml", f"https://user:{hidden}@ecb.test/eurofxref-daily.xml")
+    assert hidden not in str(caught.value) and "user:***@ecb.test" in str(caught.value)
+    with replay_server() as base, pytest.raises(SourceError) as caught:
+        fetch(base.replace("http://", f"http://user:{hidden}@") + "missing.xml", load_settings(fx_attempts=1))
+    assert hidden not in str(caught.value) and "HTTP 404" in str(caught.value)

@@ -32,7 +32,7 @@ def _dead_pid() -> int:
 
 def _password_file(tmp_path: Path) -> Path:
     path = tmp_path / "postgres" / "password"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(SECRET + "\n")
     return path
 
@@ -40,8 +40,8 @@ def _password_file(tmp_path: Path) -> Path:
 def test_record_is_private_and_references_the_password_instead_of_copying_it(tmp_path: Path) -> None:
     run = load_settings(var_dir=tmp_path, warehouse_url=PG_URL, security="scram", topic_prefix="t-",
                         bootstrap_servers="127.0.0.1:9999")
-    password_file = _password_file(tmp_path)
-    write_pipeline(run, pid=os.getpid(), airflow_url="http://127.0.0.1:8080", password_file=password_file)
+    _password_file(tmp_path)
+    write_pipeline(run, pid=os.getpid(), airflow_url="http://127.0.0.1:8080")
     path = pipeline_file(run)
     assert path == tmp_path / "run" / "pipeline.json"
     assert path.stat().st_mode & 0o777 == 0o600
@@ -49,7 +49,8 @@ def test_record_is_private_and_references_the_password_instead_of_copying_it(tmp
     assert SECRET not in text
     stored = json.loads(text)
     assert stored["warehouse_url"] == "postgresql+psycopg://mbyn@127.0.0.1:5433/mbyn"
-    assert stored["warehouse_password_file"] == str(password_file)
+    assert stored["warehouse_password"] == "local-postgres"  # pragma: allowlist secret
+    assert "warehouse_password_file" not in stored
     assert (stored["security"], stored["topic_prefix"], stored["bootstrap_servers"], stored["airflow_url"]) == \
         ("scram", "t-", "127.0.0.1:9999", "http://127.0.0.1:8080")
     assert stored["pid"] == os.getpid()
@@ -58,14 +59,15 @@ def test_record_is_private_and_references_the_password_instead_of_copying_it(tmp
 
 def test_a_password_that_cannot_be_referenced_is_kept_in_the_private_file(tmp_path: Path) -> None:
     other = "postgresql+psycopg://u:other@db.example:5432/w"  # pragma: allowlist secret
-    write_pipeline(load_settings(var_dir=tmp_path, warehouse_url=other), pid=os.getpid(),
-                   password_file=_password_file(tmp_path))
+    _password_file(tmp_path)
+    write_pipeline(load_settings(var_dir=tmp_path, warehouse_url=other), pid=os.getpid())
     assert json.loads(pipeline_file(load_settings(var_dir=tmp_path)).read_text())["warehouse_url"] == other
 
 
 def test_running_values_apply_unless_set_explicitly_and_the_line_masks_the_password(tmp_path: Path) -> None:
+    _password_file(tmp_path)
     write_pipeline(load_settings(var_dir=tmp_path, warehouse_url=PG_URL, security="scram", topic_prefix="t-"),
-                   pid=os.getpid(), password_file=_password_file(tmp_path))
+                   pid=os.getpid())
     settings, line = use_running_pipeline(load_settings(var_dir=tmp_path))
     assert (settings.warehouse(), settings.security, settings.topic_prefix) == (PG_URL, "scram", "t-")
     assert line is not None and SECRET not in line
@@ -143,3 +145,94 @@ def test_commands_that_read_the_pipeline_opt_in_with_the_principal_of_their_kind
     assert viewer.kafka_password is not None and viewer.kafka_password.get_secret_value() == store[VIEWER]
     named = _attach(load_settings(var_dir=tmp_path, kafka_username="payments", kafka_password="pw"), VIEWER)
     assert named.kafka_username == "payments"  # the environment names a user: it wins
+
+
+# A hostile or broken record: ignored with one line, never trusted, never a traceback --------------------------
+
+def _record(tmp_path: Path, **changes: object) -> Path:
+    """A record of this (live) process as `mbyn run` writes it, with ``changes``; its path."""
+    _password_file(tmp_path)
+    write_pipeline(load_settings(var_dir=tmp_path, warehouse_url=PG_URL, security="scram"), pid=os.getpid())
+    path = pipeline_file(load_settings(var_dir=tmp_path))
+    document = {**json.loads(path.read_text()), **changes}
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str], **explicit: object) -> str:
+    fresh = load_settings(var_dir=tmp_path, **explicit)  # type: ignore[arg-type]
+    assert use_running_pipeline(fresh) == (fresh, None)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ignoring " in err and "pipeline.json" in err, err
+    assert "Traceback" not in err and SECRET not in err
+    return err
+
+
+def test_a_forged_record_never_reads_another_file_as_the_password(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other-secret"
+    other.write_text("not-the-password\n")
+    # the old reference key is not honoured: the password comes only from the local PostgreSQL's own file
+    _record(tmp_path, warehouse_password_file=str(other), warehouse_url="postgresql+psycopg://mbyn@evil.example:5433/mbyn")
+    fresh = load_settings(var_dir=tmp_path)
+    settings, _ = use_running_pipeline(fresh)
+    assert "not-the-password" not in settings.warehouse()
+    assert SECRET not in settings.warehouse() and "ignoring" in capsys.readouterr().err  # not localhost: refused
+    _record(tmp_path, warehouse_url="postgresql+psycopg://mbyn@127.0.0.1:5999/mbyn")  # another port: refused
+    _ignored(tmp_path, capsys)
+    for bad in ("/etc/passwd", 1):
+        _record(tmp_path, warehouse_password=bad)
+        _ignored(tmp_path, capsys)
+
+
+def test_a_record_that_is_a_symlink_not_private_or_not_own_is_ignored(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = _record(tmp_path)
+    path.chmod(0o644)
+    assert "group or others" in _ignored(tmp_path, capsys)
+    path.chmod(0o600)
+    real = tmp_path / "elsewhere.json"
+    path.rename(real)
+    path.symlink_to(real)
+    assert "symbolic link" in _ignored(tmp_path, capsys)
+    path.unlink()
+    real.rename(path)
+    assert use_running_pipeline(load_settings(var_dir=tmp_path))[1] is not None
+    if os.getuid() == 0:  # a file of another user: only root can make one here
+        os.chown(path, 12345, 12345)
+        assert "owned by uid 12345" in _ignored(tmp_path, capsys)
+
+
+@pytest.mark.parametrize("changes", [
+    {"warehouse_password_file": ["a"], "warehouse_password": ["a"]}, {"warehouse_url": 5},
+    {"warehouse_url": "not a url"}, {"pid": "1"}, {"postgres_port": "5433"}, {"security": "SCRAM"},
+    {"security": "bogus"}, {"bootstrap_servers": "no port here"}, {"topic_prefix": "t\x1b[31m\n"},
+    {"kafka_port": True}])
+def test_a_malformed_or_invalid_record_is_ignored_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, object]) -> None:
+    _record(tmp_path, **changes)
+    err = _ignored(tmp_path, capsys)
+    assert "\x1b" not in err and "\n" not in err[:-1]
+
+
+def test_a_live_pid_of_another_process_is_not_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _record(tmp_path, process_start="1")  # this test process is alive, but it is not the run that wrote it
+    assert "not the mbyn run" in _ignored(tmp_path, capsys)
+    assert running_pipeline(load_settings(var_dir=tmp_path)) is None
+
+
+def test_explicit_settings_win_before_the_record_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _record(tmp_path, warehouse_url="not a url", bootstrap_servers="127.0.0.1:7777")
+    explicit = load_settings(var_dir=tmp_path, warehouse_url="sqlite:////x.db", kafka_port=9400)
+    settings, line = use_running_pipeline(explicit)  # the bad URL is never looked at
+    assert (settings.warehouse(), settings.bootstrap(), settings.security) == ("sqlite:////x.db", "127.0.0.1:9400",
+                                                                               "scram")
+    assert line is not None and "Kafka" not in line and capsys.readouterr().err == ""
+
+
+def test_the_password_file_location_is_the_local_postgresqls(tmp_path: Path) -> None:
+    from mbyn.local.postgres import LocalPostgres
+    from mbyn.run_state import local_postgres_password_file
+
+    settings = load_settings(var_dir=tmp_path)
+    assert local_postgres_password_file(settings) == LocalPostgres.from_settings(settings).password_file

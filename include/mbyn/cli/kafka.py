@@ -73,14 +73,18 @@ def register(sub: Any) -> None:
         "tool", help="run one of Kafka's own command-line tools against the local cluster (both security modes)",
         description="Runs Kafka's command-line tool NAME (kafka-NAME.sh of a Kafka release) from the project's "
                     "jars with ARGS; adds --bootstrap-server and, in the secured mode, a client config file of "
-                    "the principal (var/kafka/client-<principal>.properties, 0600). "
+                    "the principal (in a private temporary folder, 0600, deleted when the tool exits). With your "
+                    "own --bootstrap-server or --bootstrap-controller (maybe another cluster), nothing is added "
+                    "and the security config only when MBYN_SECURITY=scram is set explicitly. "
                     f"Tools: {kafka_tools.tool_names()}. "
                     "Example: mbyn kafka tool console-consumer --topic orders --from-beginning --max-messages 5",
         epilog="Options of mbyn kafka tool itself come before NAME; everything after NAME goes to the tool.")
     p.add_argument("--principal", dest="tool_principal", default=None,
                    help="secured mode: authenticate as this principal (default: viewer for reading, admin for "
                         "console-producer, acls, delete-records and --create/--alter/--delete/--reset-offsets...; "
-                        "admin where no viewer exists; MBYN_KAFKA_USERNAME when set)")
+                        "admin where the local store has no viewer; MBYN_KAFKA_USERNAME/MBYN_KAFKA_PASSWORD when set). "
+                        "A secured console-consumer without --group gets a throwaway group only viewer and admin "
+                        "may join: with another principal, give a --group of its own")
     p.add_argument("name", metavar="NAME", help=f"the tool: {kafka_tools.tool_names()}")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the tool's own arguments (see NAME --help)")
     # reads_pipeline: next to a running `mbyn run`, its bootstrap servers, security mode and prefix apply

@@ -7,12 +7,15 @@ from typing import Any
 
 from mbyn.catalog import load_catalog
 from mbyn.kafka.admin import apply_topics
-from mbyn.kafka.security import ADMIN, acl_plan, as_principal
+from mbyn.kafka.security import ADMIN, acl_plan, as_principal, ensure_local_users
 from mbyn.settings import Settings
 
 
 def _apply(settings: Settings, args: argparse.Namespace) -> int:
     settings = as_principal(settings)  # secured local cluster: admin from the local store unless the env names one
+    added = ensure_local_users(settings)  # principals newer than the cluster (e.g. viewer): before their ACLs
+    if added:
+        print(f"SCRAM users added: {', '.join(added)}")
     for change in apply_topics(settings, names=args.topic or None):
         print(f"{change.topic:<28} {change.action:<18} {change.detail}")
     if settings.security == "scram":

@@ -73,6 +73,9 @@ AIRFLOW_BATCH_GROUP = "mbyn-airflow-batch"
 AIRFLOW_INCIDENT_GROUP = "mbyn-incident-watcher"
 OTHER_GROUPS: dict[str, tuple[str, ...]] = {"airflow": (AIRFLOW_BATCH_GROUP, AIRFLOW_INCIDENT_GROUP)}
 CREDENTIALS_FILE = "scram-credentials.json"
+#: How a principal added to mbyn after the secured cluster was created (e.g. ``viewer``) gets its user.
+NEW_PRINCIPALS_HINT = ("`mbyn topics apply` adds the users of new services to the running cluster; "
+                       "`mbyn kafka up --security scram` when it is not running")
 
 
 # Principals and ACLs ----------------------------------------------------------------------------------
@@ -218,8 +221,24 @@ def principal_environment(settings: Settings, principal: str) -> dict[str, str]:
     store = local_credentials(settings)
     if principal not in store:
         raise ConfigError(f"no SCRAM credentials for {principal!r} in {credentials_file(settings)}; known: "
-                          f"{', '.join(sorted(store))} (`mbyn kafka up --security scram` adds new services)")
+                          f"{', '.join(sorted(store))} ({NEW_PRINCIPALS_HINT})")
     return {"MBYN_SECURITY": "scram", "MBYN_KAFKA_USERNAME": principal, "MBYN_KAFKA_PASSWORD": store[principal]}
+
+
+def ensure_local_users(settings: Settings) -> list[str]:
+    """Secured local cluster, as its admin from the local store: give the principals added to mbyn since the
+    store was written (e.g. ``viewer``) a password in the store and a SCRAM user in the cluster; the new users.
+
+    Nothing (``[]``) in open mode, without a local store, or when ``settings`` authenticate as another user
+    or with another password than the local store's admin (the environment names another cluster's user).
+    """
+    if settings.security == "open" or not credentials_file(settings).exists():
+        return []
+    admin = as_principal(settings)
+    password = admin.kafka_password.get_secret_value() if admin.kafka_password is not None else None
+    if admin.kafka_username != ADMIN or password != local_credentials(settings).get(ADMIN):
+        return []
+    return ensure_users(admin, local_credentials(settings, create=True))
 
 
 def security_environment(settings: Settings) -> dict[str, str]:

@@ -4,17 +4,23 @@ The tools are the ones the ``kafka-*.sh`` scripts of a Kafka release start (``ka
 ``mbyn kafka tool console-consumer``), run with ``java -cp var/kafka/lib/*`` like the brokers (no Kafka
 installation needed). What mbyn adds to the arguments, each only when the user did not give it:
 
-* ``--bootstrap-server`` with the local cluster's bootstrap servers (not when ``--bootstrap-controller``
-  is given).
-* Secured mode (``MBYN_SECURITY=scram``, or a running local cluster started secured): a client config file
-  ``var/kafka/client-<principal>.properties`` (mode 0600: SASL_PLAINTEXT, SCRAM-SHA-512 and the principal's
-  password from the local secret store), passed with the option the tool expects (``--producer.config``,
-  ``--consumer.config`` or ``--command-config``). The principal is ``--principal`` if given, else the one
-  the environment names (``MBYN_KAFKA_USERNAME``), else ``admin`` for a tool or action that changes the
+* ``--bootstrap-server`` with the local cluster's bootstrap servers (not when ``--bootstrap-server`` or
+  ``--bootstrap-controller`` is given).
+* Secured mode (``MBYN_SECURITY=scram``, or a running local cluster started secured — but when the user
+  gives their own ``--bootstrap-server`` / ``--bootstrap-controller``, only an explicit ``MBYN_SECURITY=scram``:
+  they may target another cluster): a client config file ``client-<principal>.properties`` (SASL_PLAINTEXT,
+  SCRAM-SHA-512 and the principal's password) in a private temporary folder (0700, the file 0600) that
+  ``run_tool`` deletes when the tool exits (also on Ctrl-C), passed with the option the tool expects
+  (``--producer.config``, ``--consumer.config`` or ``--command-config``). The principal is ``--principal``
+  if given (password from the local secret store), else the one the environment names
+  (``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD``), else ``admin`` for a tool or action that changes the
   cluster (console-producer, acls, delete-records, or an argument such as ``--create`` / ``--alter`` /
-  ``--reset-offsets``), and the read-only ``viewer`` for the rest (``admin`` where no viewer exists).
+  ``--reset-offsets``), and the read-only ``viewer`` for the rest (``admin`` where the local store has no
+  viewer).
 * Secured console-consumer without ``--group``: a throwaway group ``<prefix><principal>-console-<hex>``
-  with auto-commit off (the ACLs only let a principal join groups named for it).
+  with auto-commit off. Only ``viewer`` (READ on the groups ``<prefix>viewer-*``) and ``admin`` (a super
+  user) may join such groups: any other principal (``--principal <service>``) is only allowed its own
+  consumer groups, so give it a ``--group`` of its own (one the ACLs grant it, see docs/RELIABILITY.md).
 
 Java clients authenticate with SCRAM against Kafka 4.x on every machine, which librdkafka before 2.6.1
 (e.g. Debian 12's kcat) does not: this is the external client that works in both modes.
@@ -26,14 +32,15 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mbyn.errors import ConfigError
 from mbyn.files import atomic_write
-from mbyn.kafka.clients import MECHANISM
-from mbyn.kafka.security import ADMIN, VIEWER, as_principal, principal_environment, principals
+from mbyn.kafka.clients import MECHANISM, client_config
+from mbyn.kafka.security import ADMIN, VIEWER, local_credentials, principal_environment
 from mbyn.local import kafka as cluster
 from mbyn.settings import Settings
 
@@ -88,48 +95,76 @@ def effective_settings(settings: Settings) -> Settings:
 
 
 def default_principal(name: str, args: Sequence[str], known: Sequence[str]) -> str:
-    """admin for a tool or arguments that change the cluster, else the viewer (admin where it does not exist)."""
+    """admin for a tool or arguments that change the cluster, else the viewer (admin where it is not ``known``:
+    ``known`` are the principals of the credential store, not every principal mbyn defines)."""
     if TOOLS[name].writes or any(a.split("=", 1)[0] in WRITE_ARGUMENTS for a in args):
         return ADMIN
     return VIEWER if VIEWER in known else ADMIN
 
 
 def client_properties(username: str, password: str) -> str:
-    """The Java client configuration of a SCRAM principal (a ``.properties`` file)."""
-    if any(c in username + password for c in '"\\\n'):
-        raise ConfigError(f"the credentials of {username!r} contain a quote, backslash or newline, which the "
-                          "JAAS line of a Java client config cannot carry unescaped")
+    """The Java client configuration of a SCRAM principal (a ``.properties`` file).
+
+    ConfigError unless the user name and password are printable ASCII without ``"`` and ``\\``: Java reads
+    a ``.properties`` file as ISO-8859-1 and breaks lines at ``\\r`` and ``\\n``, and the JAAS line quotes
+    the values — anything else could change or inject configuration.
+    """
+    for what, value in (("user name", username), ("password", password)):
+        if any(not " " <= c <= "~" or c in '"\\' for c in value):  # the characters themselves are not shown
+            raise ConfigError(f"the {what} of SCRAM user {username!r} contains a character a Java client config "
+                              "cannot carry: only printable ASCII without '\"' and '\\\\' (no control, line "
+                              "break or non-ASCII character: Java reads .properties files as ISO-8859-1)")
     return ("security.protocol=SASL_PLAINTEXT\n"
             f"sasl.mechanism={MECHANISM}\n"
             "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{username}" password="{password}";\n')
 
 
-def write_client_config(settings: Settings, username: str, password: str) -> Path:
-    """``var/kafka/client-<principal>.properties`` (mode 0600; rewritten on every call, so it follows the store)."""
-    path = settings.kafka_dir / f"client-{username}.properties"
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_client_config(directory: Path, username: str, password: str) -> Path:
+    """``directory/client-<principal>.properties`` (mode 0600) — ``directory`` a private one (``run_tool``'s
+    temporary folder): the file holds the password."""
+    path = directory / f"client-{username}.properties"
     atomic_write(path, client_properties(username, password).encode(), mode=0o600)
     return path
 
 
-def tool_command(settings: Settings, name: str, args: Sequence[str], principal: str | None = None) -> list[str]:
-    """The java command line of tool ``name`` with ``args``; ConfigError naming the tools when ``name`` is unknown."""
+def credentials(settings: Settings, name: str, args: Sequence[str], principal: str | None) -> tuple[str, str]:
+    """(user, password) the secured tool authenticates with: ``principal`` from the local store, else the
+    environment's ``MBYN_KAFKA_USERNAME`` / ``MBYN_KAFKA_PASSWORD`` (ConfigError naming both when one is
+    missing), else ``default_principal`` from the local store."""
+    if principal is not None:
+        return principal, principal_environment(settings, principal)["MBYN_KAFKA_PASSWORD"]
+    if settings.kafka_username or settings.kafka_password is not None:
+        config = client_config(settings)
+        return config["sasl.username"], config["sasl.password"]
+    store = local_credentials(settings)
+    chosen = default_principal(name, args, list(store))
+    return chosen, principal_environment(settings, chosen)["MBYN_KAFKA_PASSWORD"]
+
+
+def tool_command(settings: Settings, name: str, args: Sequence[str], principal: str | None = None,
+                 config_dir: Path | None = None) -> list[str]:
+    """The java command line of tool ``name`` with ``args``; ConfigError naming the tools when ``name`` is unknown.
+
+    Secured: the client config file is written into ``config_dir`` (a private folder the caller deletes;
+    ValueError without one).
+    """
     if name not in TOOLS:
         raise ConfigError(f"unknown Kafka tool {name!r}; known: {tool_names()}")
     tool = TOOLS[name]
-    settings = effective_settings(settings)
     extra: list[str] = []
-    if not _given(args, "--bootstrap-server", "--bootstrap-controller"):
+    if _given(args, "--bootstrap-server", "--bootstrap-controller"):
+        # their own cluster, maybe not the local one: its security config only when MBYN_SECURITY says so
+        secured = settings.security == "scram" and "security" in settings.model_fields_set
+    else:
+        settings = effective_settings(settings)
+        secured = settings.security == "scram"
         extra += ["--bootstrap-server", settings.bootstrap()]
-    if settings.security == "scram" and not _given(args, tool.config_option):
-        if principal is not None:
-            username, password = principal, principal_environment(settings, principal)["MBYN_KAFKA_PASSWORD"]
-        else:
-            chosen = as_principal(settings, default_principal(name, args, principals()))
-            assert chosen.kafka_username and chosen.kafka_password is not None  # as_principal sets both when secured
-            username, password = chosen.kafka_username, chosen.kafka_password.get_secret_value()
-        extra += [tool.config_option, str(write_client_config(settings, username, password))]
+    if secured and not _given(args, tool.config_option):
+        if config_dir is None:
+            raise ValueError("tool_command: the secured mode needs a private config_dir for the client config")
+        username, password = credentials(settings, name, args, principal)
+        extra += [tool.config_option, str(write_client_config(config_dir, username, password))]
         if name == "console-consumer" and not _given(args, "--group") and "group.id=" not in " ".join(args):
             extra += ["--group", f"{settings.topic_prefix}{username}-console-{secrets.token_hex(4)}",
                       "--consumer-property", "enable.auto.commit=false"]
@@ -143,13 +178,16 @@ def run_tool(settings: Settings, name: str, args: Sequence[str], principal: str 
 
     Ctrl-C reaches the tool too (same process group): it stops on its own (the console consumer prints how
     many records it processed), and this waits for it instead of leaving it behind.
+    The secured mode's client config lives in a private temporary folder (0700) deleted when the tool exits,
+    on Ctrl-C and on errors: no password outlives the call.
     """
-    cmd = tool_command(settings, name, args, principal)
-    cluster.ensure_jars(settings)
-    proc = subprocess.Popen(cmd)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        return proc.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        sys.stdout.flush()
+    with tempfile.TemporaryDirectory(prefix="mbyn-kafka-tool-") as private:  # mkdtemp: mode 0700
+        cmd = tool_command(settings, name, args, principal, config_dir=Path(private))
+        cluster.ensure_jars(settings)
+        proc = subprocess.Popen(cmd)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return proc.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            sys.stdout.flush()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mbyn.kafka.admin import apply_topics
-from mbyn.kafka.security import as_principal
+from mbyn.kafka.security import as_principal, ensure_local_users
 from mbyn.local import airflow as local_airflow
 from mbyn.local import kafka as cluster
 from mbyn.local import postgres as postgres_local
@@ -109,6 +109,8 @@ def run(settings: Settings, *, duration: float | None = None, scale: Sequence[st
             "bootstrap_servers": env["MBYN_BOOTSTRAP_SERVERS"],
             "warehouse_url": env.get("MBYN_WAREHOUSE_URL", settings.warehouse_url),
             "fx_replay": settings.fx_replay or env.get("MBYN_FX_REPLAY") == "1"})
+        for name in ensure_local_users(as_principal(settings)):  # secured: principals newer than the cluster
+            log.info("SCRAM user %s added", name)
         for change in apply_topics(as_principal(settings)):  # secured: as admin, and the ACLs too
             if change.action != "unchanged":
                 log.info("topic %s: %s %s", change.topic, change.action, change.detail)
@@ -125,8 +127,7 @@ def run(settings: Settings, *, duration: float | None = None, scale: Sequence[st
                 started.append("airflow")
             airflow_url = state.url
         # what the commands typed next to this run read (mbyn status, sql, dlq, report, replay)
-        write_pipeline(settings, pid=os.getpid(), airflow_url=airflow_url,
-                       password_file=postgres_local.LocalPostgres.from_settings(settings).password_file)
+        write_pipeline(settings, pid=os.getpid(), airflow_url=airflow_url)
         print(_banner(settings, airflow_url, settings.warehouse()), file=sys.stderr, flush=True)
         supervisor.supervise(stop, deadline)
     finally:

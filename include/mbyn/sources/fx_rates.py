@@ -44,7 +44,7 @@ from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import SourceError
 from mbyn.options import Args, Option, option
 from mbyn.process import StopFlag, backoff_delays
-from mbyn.settings import INCLUDE_DIR, Settings, get_settings
+from mbyn.settings import INCLUDE_DIR, Settings, get_settings, hide_password
 from mbyn.sources.batch import BatchRun, event_id, refuse_stream_limits, run_batch, run_batch_cli
 
 log = logging.getLogger("mbyn.source.fx")
@@ -93,6 +93,7 @@ def parse_ecb_xml(data: bytes, url: str) -> list[FxRate]:
     Raises SourceError naming ``url`` and what is wrong. DTDs and entity declarations are refused
     before anything could be expanded; only the ``gesmes:Envelope`` / ``Cube`` structure is accepted.
     """
+    where = hide_password(url)  # MBYN_FX_URL may carry a password: never in a message
     parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
     parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
     rates: list[FxRate] = []
@@ -162,14 +163,14 @@ def parse_ecb_xml(data: bytes, url: str) -> list[FxRate]:
     try:
         parser.Parse(data, True)
     except xml.parsers.expat.ExpatError as exc:
-        raise SourceError(f"{url}: malformed XML: {exc}") from None
+        raise SourceError(f"{where}: malformed XML: {exc}") from None
     except _Refused as exc:
-        raise SourceError(f"{url}: invalid ECB response: {exc}") from None
+        raise SourceError(f"{where}: invalid ECB response: {exc}") from None
     if not days:
-        raise SourceError(f"{url}: invalid ECB response: no rates (no <Cube time=...> element)")
+        raise SourceError(f"{where}: invalid ECB response: no rates (no <Cube time=...> element)")
     empty = sorted(day for day, currencies in days.items() if not currencies)
     if empty:
-        raise SourceError(f"{url}: invalid ECB response: no rates on {', '.join(empty)}")
+        raise SourceError(f"{where}: invalid ECB response: no rates on {', '.join(empty)}")
     return rates
 
 
@@ -186,6 +187,7 @@ def fetch(url: str, settings: Settings, stop: StopFlag | None = None) -> bytes:
     import httpx  # noqa: PLC0415 - only to fetch (60 ms); every CLI command imports this module
 
     stop = stop or StopFlag()
+    where = hide_password(url)  # MBYN_FX_URL may carry a password: never in a message or log line
     delays = backoff_delays(initial=0.5, maximum=8.0)
     problem = "no attempt made"
     unreachable = False
@@ -201,23 +203,24 @@ def fetch(url: str, settings: Settings, stop: StopFlag | None = None) -> bytes:
             else:
                 if response.status_code == 200:
                     if len(response.content) > MAX_BODY_BYTES:
-                        raise SourceError(f"{url}: response is {len(response.content)} bytes, "
+                        raise SourceError(f"{where}: response is {len(response.content)} bytes, "
                                           f"more than the {MAX_BODY_BYTES} allowed")
                     return response.content
                 if response.status_code < 500:
-                    raise SourceError(f"{url}: HTTP {response.status_code} {response.reason_phrase} (not retried)")
+                    raise SourceError(f"{where}: HTTP {response.status_code} {response.reason_phrase} (not retried)")
                 problem, unreachable = f"HTTP {response.status_code} {response.reason_phrase}", False
             if attempt == settings.fx_attempts:
-                log.warning("fx-rates: %s: %s (attempt %d/%d), giving up", url, problem, attempt, settings.fx_attempts)
+                log.warning("fx-rates: %s: %s (attempt %d/%d), giving up", where, problem, attempt,
+                            settings.fx_attempts)
                 break
             delay = next(delays)
-            log.warning("fx-rates: %s: %s (attempt %d/%d), retrying in %.1fs", url, problem, attempt,
+            log.warning("fx-rates: %s: %s (attempt %d/%d), retrying in %.1fs", where, problem, attempt,
                         settings.fx_attempts, delay)
             if stop.wait(delay):
-                raise SourceError(f"{url}: stopped ({stop.reason}) while retrying after: {problem}")
+                raise SourceError(f"{where}: stopped ({stop.reason}) while retrying after: {problem}")
     hint = (" — offline? `mbyn produce fx-rates --replay` (or MBYN_FX_REPLAY=1) replays recorded ECB data"
             if unreachable else "")
-    raise SourceError(f"{url}: {problem} after {settings.fx_attempts} attempt(s){hint}")
+    raise SourceError(f"{where}: {problem} after {settings.fx_attempts} attempt(s){hint}")
 
 
 class _ReplayHandler(http.server.SimpleHTTPRequestHandler):
@@ -262,7 +265,7 @@ def _publish(run: BatchRun, base_url: str, history: bool | None) -> None:
         wanted.append(FxRate(day, "EUR", 1.0))
         missing = allowed - {"EUR"} - {r.currency for r in rates if r.rate_date == day}
         if missing:
-            log.warning("fx-rates: %s has no rate for %s on %s", url, ", ".join(sorted(missing)), day)
+            log.warning("fx-rates: %s has no rate for %s on %s", hide_password(url), ", ".join(sorted(missing)), day)
     run.stats["days"] = len({r.rate_date for r in rates})
     fresh = sorted(r for r in wanted if r.rate_date not in published.get(r.currency, ()))
     run.stats["already_published"] = len(wanted) - len(fresh)
@@ -276,7 +279,7 @@ def _publish(run: BatchRun, base_url: str, history: bool | None) -> None:
         published.setdefault(rate.currency, []).append(rate.rate_date)
     for currency, dates in published.items():
         published[currency] = sorted(set(dates))[-KEEP_DATES:]
-    run.state["last_url"] = url
+    run.state["last_url"] = hide_password(url)
     run.commit()
 
 
