@@ -39,7 +39,7 @@ from mbyn.errors import OrchestratorError, PortInUseError
 from mbyn.files import atomic_write, atomic_write_json
 from mbyn.kafka.admin import apply_topics
 from mbyn.kafka.security import as_principal, security_environment
-from mbyn.local.processes import group_alive, port_open, stop_process_groups
+from mbyn.local.processes import group_alive, port_open, progress_printer, stop_process_groups
 from mbyn.orchestration.connections import connection_env
 from mbyn.settings import PROJECT_ROOT, Settings
 
@@ -53,8 +53,7 @@ START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
 
 
-def log(message: str) -> None:
-    print(f"[mbyn airflow] {message}", file=sys.stderr, flush=True)
+log = progress_printer("airflow")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from mbyn.kafka.security import (
     format_arguments,
     local_credentials,
 )
-from mbyn.local.processes import port_open, stop_process_groups
+from mbyn.local.processes import port_open, progress_printer, stop_process_groups
 from mbyn.process import pid_alive
 from mbyn.settings import INCLUDE_DIR, Settings
 
@@ -83,8 +82,7 @@ class ClusterState:
             return None
 
 
-def log(message: str) -> None:
-    print(f"[mbyn kafka] {message}", file=sys.stderr, flush=True)
+log = progress_printer("kafka")
 
 
 # Installation ------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import secrets
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mbyn.errors import PortInUseError, PostgresError, PostgresNotInstalledError
-from mbyn.local.processes import port_open
+from mbyn.local.processes import port_open, progress_printer
 from mbyn.settings import Settings
 
 SERVER_OS_USER = "postgres"
@@ -56,8 +55,7 @@ MAX_SOCKET_PATH = 107
 CONF_NAME = "mbyn.conf"
 
 
-def log(message: str) -> None:
-    print(f"[mbyn postgres] {message}", file=sys.stderr, flush=True)
+log = progress_printer("postgres")
 
 
 @dataclass(frozen=True)
@@ -272,16 +270,23 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def wait_accepting(pg: LocalPostgres, timeout: float = START_TIMEOUT_S) -> None:
-    """Wait until the server accepts an authenticated TCP connection (pg_ctl's wait only reads the pid file)."""
+def _admin_connection(pg: LocalPostgres, connect_timeout: int) -> Any:
+    """An autocommit connection to database ``postgres`` as the superuser, over 127.0.0.1 with the 0600 password."""
     import psycopg  # noqa: PLC0415 - only with a local server (65 ms); every CLI command imports this module
 
-    deadline = time.monotonic() + timeout
     password = pg.password_file.read_text().strip()
+    return psycopg.connect(host="127.0.0.1", port=pg.port, user=SUPERUSER, password=password, dbname="postgres",
+                           autocommit=True, connect_timeout=connect_timeout)
+
+
+def wait_accepting(pg: LocalPostgres, timeout: float = START_TIMEOUT_S) -> None:
+    """Wait until the server accepts an authenticated TCP connection (pg_ctl's wait only reads the pid file)."""
+    import psycopg  # noqa: PLC0415 - as in _admin_connection
+
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            with psycopg.connect(host="127.0.0.1", port=pg.port, user=SUPERUSER, password=password,
-                                 dbname="postgres", connect_timeout=3):
+            with _admin_connection(pg, connect_timeout=3):
                 return
         except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:
@@ -292,12 +297,9 @@ def wait_accepting(pg: LocalPostgres, timeout: float = START_TIMEOUT_S) -> None:
 
 def ensure_database(pg: LocalPostgres, name: str = DATABASE) -> bool:
     """Create database ``name`` unless it exists; True if it was created."""
-    import psycopg  # noqa: PLC0415 - as in wait_accepting
-    from psycopg import sql  # noqa: PLC0415 - as in wait_accepting
+    from psycopg import sql  # noqa: PLC0415 - as in _admin_connection
 
-    password = pg.password_file.read_text().strip()
-    with psycopg.connect(host="127.0.0.1", port=pg.port, user=SUPERUSER, password=password, dbname="postgres",
-                         autocommit=True, connect_timeout=10) as conn:
+    with _admin_connection(pg, connect_timeout=10) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return False
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -10,7 +10,9 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -20,6 +22,15 @@ from mbyn.process import pid_alive
 log = logging.getLogger("mbyn.process")
 
 KILL_WAIT_S = 10.0  # how long stop_process_groups waits for processes to vanish after SIGKILL
+
+
+def progress_printer(component: str) -> Callable[[str], None]:
+    """``log(message)`` for a local service: one ``[mbyn <component>] message`` line on stderr, flushed."""
+
+    def log_line(message: str) -> None:
+        print(f"[mbyn {component}] {message}", file=sys.stderr, flush=True)
+
+    return log_line
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
