@@ -24,6 +24,13 @@ The checks, in order — the first that fails is the verdict (``PoisonRecordErro
 ``decode_record`` raises ``PoisonRecordError`` and nothing else, whatever the bytes: an error of the
 parser or validator that is not one of the above is reported as ``not_json`` / ``schema_violation``.
 
+Two paths, one verdict. The fast path parses and validates a value in one pass with a msgspec decoder
+derived from the topic's JSON Schema (``mbyn.contracts.typed``), then checks the calendar; a value it takes
+is valid. Anything it refuses — and every value that may hold U+0000 or whose topic's schema msgspec cannot
+express — goes down the full path above (JSON Schema), which gives the verdict and its reason: the JSON
+Schema stays the contract, the fast path only answers "certainly valid" sooner (~2x per record). Both return the same
+envelope (the untyped parse, so key order, ``1`` vs ``1.0`` and duplicate keys are as before).
+
 Reason codes for failures after decoding (``sink_rejected``, ``unexpected_error``) are listed in
 ``REASONS`` too: the consumer runtime assigns them (see ``mbyn.consumers.runtime``).
 """
@@ -36,7 +43,8 @@ from typing import Any
 import msgspec
 
 from mbyn.catalog import Catalog, load_catalog
-from mbyn.contracts.envelope import MAX_VALUE_BYTES, validate
+from mbyn.contracts.envelope import MAX_VALUE_BYTES, check_calendar, validate
+from mbyn.contracts.typed import typed_decoder
 from mbyn.errors import ContractError, PoisonRecordError
 
 #: Deepest nesting of arrays/objects a value may have (an envelope needs 4). Deeper is ``not_json``.
@@ -166,7 +174,8 @@ def decode_record(topic: str, key: bytes | None, value: bytes | None,
 
     Raises ``PoisonRecordError`` (``reason`` = the code) and nothing else.
     """
-    catalog = catalog or load_catalog()
+    default = load_catalog()
+    catalog = catalog or default
     spec = catalog.get(topic)
     if spec.key is not None and key is None:
         raise PoisonRecordError("null_key", f"{topic}: records must have a key ({spec.key})")
@@ -176,9 +185,38 @@ def decode_record(topic: str, key: bytes | None, value: bytes | None,
         raise PoisonRecordError("null_value", f"{topic}: value is null on a non-compacted topic")
     if len(value) > MAX_VALUE_BYTES:
         raise PoisonRecordError("oversize", f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}")
-    # JSON can only carry U+0000 as the escape \u0000 (a raw NUL byte is not JSON): look for the walk's
-    # reason in the bytes first, so valid records skip it.
-    return check_envelope(topic, decode_json(value), catalog, may_hold_nul=b"\\u0000" in value)
+    if catalog is default:  # the typed decoders check the default catalog's schema_version
+        envelope = decode_typed(topic, value)
+        if envelope is not None:
+            return envelope
+    return check_envelope(topic, decode_json(value), catalog, may_hold_nul=_may_hold_nul(value))
+
+
+def decode_typed(topic: str, value: bytes) -> dict[str, Any] | None:
+    """The fast path: the envelope when ``value`` is certainly a valid value of ``topic``, else ``None``.
+
+    Valid: not oversize, no U+0000, and the topic's typed decoder (``mbyn.contracts.typed``) and the calendar
+    take it. ``None`` says nothing about the value: the full path decides, and words the reason.
+    """
+    decoder = typed_decoder(topic)
+    if decoder is None or len(value) > MAX_VALUE_BYTES or _may_hold_nul(value):
+        return None
+    try:
+        decoder.decode(value)
+        envelope: dict[str, Any] = _DECODER.decode(value)
+        check_calendar(topic, envelope)
+    except (msgspec.DecodeError, ContractError, ValueError, RecursionError, OverflowError):
+        return None
+    return envelope
+
+
+def _may_hold_nul(value: bytes) -> bool:
+    """JSON can only carry U+0000 as the escape ``\\u0000`` (a raw NUL byte is not JSON): look in the bytes.
+
+    Valid records then skip the walk over every string. Most values hold no backslash at all, and a one-byte
+    search (memchr) is ~10x cheaper than one for the six bytes.
+    """
+    return b"\\" in value and b"\\u0000" in value
 
 
 def verdict(topic: str, key: bytes | None, value: bytes | None, catalog: Catalog | None = None) -> str:

@@ -97,14 +97,15 @@ def _ecma_patterns(node: Any) -> Any:
 
 
 @lru_cache(maxsize=64)
-def _schema(topic: str) -> dict[str, Any] | None:
+def value_schema(topic: str) -> dict[str, Any] | None:
+    """``topic``'s value schema as every validator reads it (patterns in ECMA-262's meaning), or ``None``."""
     schema = load_catalog().value_schema(topic)
     return None if schema is None else _ecma_patterns(schema)  # type: ignore[no-any-return]
 
 
 @lru_cache(maxsize=64)
 def _validator(topic: str) -> Draft202012Validator | None:
-    schema = _schema(topic)
+    schema = value_schema(topic)
     return None if schema is None else Draft202012Validator(schema)
 
 
@@ -113,10 +114,10 @@ def _compiled(topic: str) -> Any:
     """A compiled (fastjsonschema) check of ``topic``'s value schema: ~50x faster than jsonschema.
 
     ``format`` is not checked, as the reference validator does not check it either (an annotation in
-    draft 2020-12): what a ``date-time`` format would add, ``_check_calendar`` checks more strictly — and
+    draft 2020-12): what a ``date-time`` format would add, ``check_calendar`` checks more strictly — and
     the format's long regular expression was a quarter of the check's time.
     """
-    schema = _schema(topic)
+    schema = value_schema(topic)
     if schema is None:
         return None
     return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"},
@@ -145,7 +146,7 @@ def validate(topic: str, value: Any) -> None:
         else:
             details = str(exc)
         raise ContractError(f"{topic}: {details}") from None
-    _check_calendar(topic, value)
+    check_calendar(topic, value)
 
 
 @lru_cache(maxsize=64)
@@ -156,28 +157,33 @@ def _date_fields(topic: str) -> tuple[str, ...]:
                  if str(spec.get("pattern", "")).startswith(r"^\d{4}-\d{2}-\d{2}"))
 
 
-def _check_calendar(topic: str, value: Any) -> None:
+def check_calendar(topic: str, value: Any) -> None:
     """Refuse dates the schema's patterns accept but the calendar does not (2026-02-30, 25:61, +99:99).
 
     Consumers parse these fields (event-time windows, warehouse columns); a record that passes the schema
     but cannot be parsed would otherwise fail every batch it is in, again after every restart.
     """
-    fields = [("event_time", value.get("event_time"))]
+    _check_moment(topic, "event_time", value.get("event_time"))
     payload = value.get("payload")
     if isinstance(payload, dict):
-        fields += [(f"payload/{name}", payload.get(name)) for name in _date_fields(topic)]
-    for name, text in fields:
-        if not isinstance(text, str):
-            continue
+        for name in _date_fields(topic):  # a loop, not a list of (name, text): every decoded record passes here
+            _check_moment(topic, name, payload.get(name), "payload/")
+
+
+def _check_moment(topic: str, name: str, text: Any, parent: str = "") -> None:
+    if not isinstance(text, str):
+        return
+    utc = text[-1:] == "Z"  # the usual case: no offset to check, and every such moment has a UTC form
+    if not utc:
         offset = text[-6:]
         if offset[:1] in ("+", "-") and offset[3:4] == ":" and offset[4:].isdigit() and int(offset[4:]) >= 60:
-            raise ContractError(f"{topic}: {name}: {text!r} has a UTC offset with {offset[4:]} minutes")
-        try:
-            moment = datetime.fromisoformat(text)  # Python >= 3.11 reads "Z" itself
-            if moment.tzinfo is not None:
-                moment.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 has no UTC form
-        except (ValueError, OverflowError) as exc:
-            raise ContractError(f"{topic}: {name}: {text!r} is not a real date/time ({exc})") from None
+            raise ContractError(f"{topic}: {parent}{name}: {text!r} has a UTC offset with {offset[4:]} minutes")
+    try:
+        moment = datetime.fromisoformat(text)  # Python >= 3.11 reads "Z" itself
+        if not utc and moment.tzinfo is not None:
+            moment.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 has no UTC form
+    except (ValueError, OverflowError) as exc:
+        raise ContractError(f"{topic}: {parent}{name}: {text!r} is not a real date/time ({exc})") from None
 
 
 def encode(value: Any) -> bytes:
