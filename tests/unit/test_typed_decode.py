@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mbyn.contracts.codec import decode_record, decode_typed, verdict
+from mbyn.contracts.codec import MAX_DEPTH, decode_record, decode_typed, verdict
 from mbyn.contracts.typed import type_of, typed_decoder
 from mbyn.errors import PoisonRecordError
 from tests.unit.test_hostile_properties import (
@@ -118,7 +119,28 @@ def test_what_a_schema_cannot_say_keeps_the_full_path() -> None:
             raise AssertionError(f"{changed} was translated")
 
 
-SYNTHETIC = [  # keywords the catalog does not use (yet): the translation must hold for them too
+def test_nesting_near_the_recursion_limit_is_a_poison_record() -> None:
+    """msgspec parses nesting up to the interpreter's recursion limit; the reason's preview of such a
+    ``schema_version`` (``repr``, a few frames deeper) raised RecursionError out of ``decode_record``."""
+    def nested(levels: int) -> bytes:
+        return b'{"schema_version": ' + b"[" * levels + b"]" * levels + b"}"
+
+    low, high = MAX_DEPTH, sys.getrecursionlimit()  # the deepest msgspec parses here: it depends on the stack
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            msgspec.json.decode(nested(middle))
+        except RecursionError:
+            high = middle - 1
+        else:
+            low = middle
+    for levels in range(low - 30, low + 2):
+        value = nested(levels)
+        for catalog in (None, FULL_PATH_CATALOG):
+            assert verdict("clickstream", b"k", value, catalog) == "not_json", levels
+
+
+SYNTHETIC: list[dict[str, Any]] = [  # keywords the catalog does not use (yet): the translation must hold for them too
     {"type": "integer", "exclusiveMinimum": 0.5, "exclusiveMaximum": 10},
     {"type": "number", "exclusiveMinimum": 0, "maximum": 2.5},
     {"type": ["string", "integer", "null"], "maxLength": 2, "minimum": 3},

@@ -229,5 +229,7 @@ def verdict(topic: str, key: bytes | None, value: bytes | None, catalog: Catalog
 
 
 def _preview(value: Any, limit: int = 40) -> str:
+    if isinstance(value, (dict, list)):  # repr() of one nested near the recursion limit raises RecursionError
+        return f"(a JSON {'object' if isinstance(value, dict) else 'array'})"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
