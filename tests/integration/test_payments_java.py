@@ -34,6 +34,7 @@ from mbyn.catalog import CATALOG_FILE
 from mbyn.contracts.codec import verdict
 from mbyn.contracts.dead_letters import DeadLetterInfo, parse_headers
 from mbyn.contracts.envelope import make_envelope, validate
+from mbyn.kafka.producer import PRODUCER_DEFAULTS
 from mbyn.settings import Settings, get_settings
 from tests.helpers.kafka import Read, read_all
 from tests.helpers.processes import reaped, stop
@@ -264,6 +265,11 @@ def test_synthetic_mode_sends_valid_payments_of_about_300_bytes(payments_jar: Pa
     assert code == 0, err[-3000:]
     assert summary["mode"] == "synthetic" and summary["stopped_by"] == "count"
     assert summary["sent"] == summary["delivered"] == 500
+    # The settings the benchmarks state are the Python producers'; the producing time excludes the broker wait.
+    assert summary["producer_settings"] == {k: str(PRODUCER_DEFAULTS[k]).lower() for k in
+                                            ("acks", "enable.idempotence", "compression.type", "linger.ms",
+                                             "batch.size")}
+    assert 0 < summary["send_seconds"] <= summary["seconds"]
     records = read_payments(topics)
     assert len(records) == 500
     for rec in records:

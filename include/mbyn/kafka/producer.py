@@ -20,10 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from confluent_kafka import Producer
 
 from mbyn.catalog import load_catalog
-from mbyn.contracts.envelope import encode, validate
+from mbyn.contracts.envelope import check_calendar, encode, validate
+from mbyn.contracts.typed import typed_decoder
 from mbyn.errors import ContractError, MbynError
 from mbyn.kafka.clients import QuietLogger, client_config
 from mbyn.settings import Settings, get_settings
@@ -46,6 +48,27 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 #: ``send`` serves delivery callbacks (``poll(0)``) every this many records; ``flush`` serves the rest.
 POLL_EVERY = 64
+
+
+def encode_valid(topic: str, value: Mapping[str, Any]) -> bytes:
+    """``value`` encoded once it has passed ``topic``'s contract; ContractError (with the reasons) if it has not.
+
+    The fast path checks the bytes that will be sent: the topic's typed decoder (``mbyn.contracts.typed``,
+    derived from the catalog's JSON Schema and never more lenient than it) and the calendar check — ~2x cheaper
+    than ``validate``. Whatever it does not accept at once goes through ``validate`` (the JSON Schema path),
+    which decides and words the reason, as for a topic without a typed decoder.
+    """
+    decoder = typed_decoder(topic)
+    if decoder is not None:
+        try:
+            data = encode(value)
+            decoder.decode(data)
+            check_calendar(topic, value)
+            return data
+        except (msgspec.MsgspecError, ContractError, TypeError, ValueError, OverflowError, RecursionError):
+            pass  # not certainly valid: the full path below decides
+    validate(topic, value)
+    return encode(value)
 
 
 class DeliveryError(MbynError):
@@ -118,9 +141,7 @@ class TopicProducer:
         entry = self._catalog.get(topic)
         try:
             if value is not None:
-                if not validated:
-                    validate(topic, value)
-                data: bytes | None = encode(value)
+                data: bytes | None = encode(value) if validated else encode_valid(topic, value)
             else:
                 if not entry.compacted:
                     raise ContractError(f"{topic}: tombstones are only allowed on compacted topics")

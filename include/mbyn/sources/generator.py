@@ -19,12 +19,13 @@ import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 from faker import Faker
 
-from mbyn.contracts.envelope import make_envelope
+from mbyn.catalog import load_catalog
+from mbyn.contracts.envelope import utc_now_iso
 from mbyn.options import Args, Option, option
 from mbyn.settings import Settings
 from mbyn.sources import shop
@@ -33,6 +34,11 @@ from mbyn.sources.base import Outgoing, run_stream_cli
 SOURCE = "clickstream-generator"
 DEVICES = ("desktop", "mobile", "tablet")
 DEVICE_WEIGHTS = (5, 8, 1)
+# Cumulative weights: ``choices`` accumulates ``weights`` on every call otherwise.
+_DEVICE_CUM = tuple(accumulate(DEVICE_WEIGHTS))
+_COUNTRY_CUM = tuple(accumulate(shop.COUNTRY_WEIGHTS))
+_COUNTRY_IDS = tuple(shop.COUNTRIES)
+_QUANTITIES, _QUANTITY_CUM = (1, 2, 3), tuple(accumulate((8, 2, 1)))
 
 
 @dataclass
@@ -56,13 +62,18 @@ def _uuid(rng: random.Random) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _below(rng: random.Random, n: int) -> int:
+    """A draw from ``range(n)``: one ``random()`` call (``randrange`` costs ~4x more; n is small, the bias nil)."""
+    return int(rng.random() * n)
+
+
 def _new_session(rng: random.Random) -> _Session:
-    customer = shop.customer_id(rng.randint(1, shop.CUSTOMERS))
+    customer = shop.customer_id(1 + _below(rng, shop.CUSTOMERS))
     # Most shoppers browse from home; some travel.
     country = shop.home_country(customer) if rng.random() < 0.9 else rng.choices(
-        list(shop.COUNTRIES), weights=shop.COUNTRY_WEIGHTS)[0]
+        _COUNTRY_IDS, cum_weights=_COUNTRY_CUM)[0]
     return _Session(_uuid(rng), customer, country, shop.COUNTRIES[country],
-                    rng.choices(DEVICES, weights=DEVICE_WEIGHTS)[0])
+                    rng.choices(DEVICES, cum_weights=_DEVICE_CUM)[0])
 
 
 def _poison(rng: random.Random, good: Outgoing) -> Outgoing:
@@ -93,20 +104,28 @@ def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: floa
     # untouched): a Faker call per record costs more than the rest of the record.
     words = tuple(fake.get_words_list())
     pick_word = fake.random.choice
-    category_of = lru_cache(maxsize=shop.SKUS)(shop.category_of)  # bounded: one entry per SKU
+    # The shop's fixed vocabulary, built once (bounded: one entry per SKU): ids, categories, product pages.
+    skus = tuple(shop.sku(n) for n in range(1, shop.SKUS + 1))
+    category_of = {k: shop.category_of(k) for k in skus}
+    product_page = {k: f"/product/{k}" for k in skus}
+    schema_version = load_catalog().schema_version
     pool = [_new_session(rng) for _ in range(sessions)]
+
+    def envelope(event_type: str, payload: dict[str, Any], trace_id: str) -> dict[str, Any]:
+        # ``make_envelope``'s dict (same keys, same order), without its per-call catalog look-up.
+        return {"event_id": _uuid(rng), "event_type": event_type, "schema_version": schema_version,
+                "event_time": utc_now_iso(), "source": SOURCE, "payload": payload, "trace_id": trace_id}
 
     def click(s: _Session, event_type: str, page: str, sku: str | None = None) -> Outgoing:
         payload: dict[str, Any] = {"session_id": s.session_id, "customer_id": s.customer_id, "page": page,
                                    "country": s.country, "device": s.device}
         if sku is not None:
             payload["sku"] = sku
-            payload["category"] = category_of(sku)
-        env = make_envelope(event_type, payload, SOURCE, event_id=_uuid(rng), trace_id=s.session_id)
-        return Outgoing("clickstream", s.session_id, dict(env))
+            payload["category"] = category_of[sku]
+        return Outgoing("clickstream", s.session_id, envelope(event_type, payload, s.session_id))
 
     while True:
-        slot = rng.randrange(sessions)
+        slot = _below(rng, sessions)
         s = pool[slot]
         s.steps += 1
         roll = rng.random()
@@ -116,27 +135,26 @@ def shop_events(seed: int | None = None, sessions: int = 64, invalid_ratio: floa
             continue
         if s.cart and roll < 0.12:  # checkout → order
             order_id = f"O-{_uuid(rng)[:18]}"
-            items = [{"sku": k, "category": category_of(k), "quantity": q,
+            items = [{"sku": k, "category": category_of[k], "quantity": q,
                       "unit_price": shop.price_in(k, s.currency)} for k, q in s.cart]
             amount = round(sum(i["unit_price"] * i["quantity"] for i in items), 2)  # type: ignore[operator]
             yield click(s, "checkout", "/checkout")
             payload = {"order_id": order_id, "customer_id": s.customer_id, "session_id": s.session_id,
                        "country": s.country, "currency": s.currency, "items": items, "amount": amount}
-            env = make_envelope("order_placed", payload, SOURCE, event_id=_uuid(rng), trace_id=s.session_id)
-            record = Outgoing("orders", order_id, dict(env))
+            record = Outgoing("orders", order_id, envelope("order_placed", payload, s.session_id))
             pool[slot] = _new_session(rng)
         elif roll < 0.35 and len(s.cart) < 10:
-            sku = shop.sku(rng.randint(1, shop.SKUS))
-            s.cart.append((sku, rng.choices((1, 2, 3), weights=(8, 2, 1))[0]))
-            record = click(s, "add_to_cart", f"/product/{sku}", sku)
+            sku = skus[_below(rng, shop.SKUS)]
+            s.cart.append((sku, rng.choices(_QUANTITIES, cum_weights=_QUANTITY_CUM)[0]))
+            record = click(s, "add_to_cart", product_page[sku], sku)
         elif s.cart and roll < 0.40:
-            sku, _ = s.cart.pop(rng.randrange(len(s.cart)))
+            sku, _ = s.cart.pop(_below(rng, len(s.cart)))
             record = click(s, "remove_from_cart", "/cart", sku)
         elif roll < 0.55:
             record = click(s, "page_view", f"/search?q={pick_word(words)}")
         else:
-            sku = shop.sku(rng.randint(1, shop.SKUS))
-            record = click(s, "page_view", f"/product/{sku}", sku)
+            sku = skus[_below(rng, shop.SKUS)]
+            record = click(s, "page_view", product_page[sku], sku)
         if invalid_ratio and rng.random() < invalid_ratio:
             record = _poison(rng, record)
         yield record

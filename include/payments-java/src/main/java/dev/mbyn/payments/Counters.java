@@ -29,6 +29,8 @@ final class Counters {
     final AtomicLong duplicates = new AtomicLong();
     final AtomicLong orphans = new AtomicLong();
     final AtomicLong commits = new AtomicLong();
+    /** {@link System#nanoTime()} of the first record handed to the producer (0: none yet). */
+    final AtomicLong firstSend = new AtomicLong();
 
     void countSent(Payment payment) {
         switch (payment.kind()) {
@@ -48,8 +50,19 @@ final class Counters {
                 + failed.get() + " invalid=" + invalid.get() + " dead_lettered=" + deadLettered.get();
     }
 
-    /** The summary printed as the last stdout line, in the shape of the Python producers' summaries. */
-    Map<String, Object> summary(String producer, String mode, String stoppedBy, double seconds) {
+    /** Seconds from the first send to {@code nanoTime} (0 if nothing was sent): the producing time alone. */
+    double sendSeconds(long nanoTime) {
+        long first = firstSend.get();
+        return first == 0 ? 0.0 : (nanoTime - first) / 1e9;
+    }
+
+    /**
+     * The summary printed as the last stdout line, in the shape of the Python producers' summaries.
+     * {@code seconds} is the whole run (the broker wait included); {@code send_seconds} runs from the first send
+     * to the end of the final flush; {@code producer_settings} are the producer's stated settings.
+     */
+    Map<String, Object> summary(String producer, String mode, String stoppedBy, double seconds, double sendSeconds,
+                                Map<String, String> producerSettings) {
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("producer", producer);
         out.put("mode", mode);
@@ -70,6 +83,8 @@ final class Counters {
         out.put("commits", commits.get());
         out.put("stopped_by", stoppedBy);
         out.put("seconds", Math.round(seconds * 100) / 100.0);
+        out.put("send_seconds", Math.round(sendSeconds * 1000) / 1000.0);
+        out.put("producer_settings", producerSettings);
         return out;
     }
 }

@@ -103,6 +103,7 @@ public final class PaymentsService {
         String mode = options.synthetic() ? "synthetic" : "orders";
         long started = System.nanoTime();
         String stoppedBy;
+        long sendEnded = 0;
         try {
             if (!BrokerWait.await(options, options.maxBrokerWaitSeconds(), stop)) {
                 stoppedBy = stop.reason();
@@ -112,13 +113,16 @@ public final class PaymentsService {
                             ? new SyntheticLoad(options, sender, counters, stop).run()
                             : new OrderPipeline(options, sender, orders, counters, stop).run();
                 }
+                sendEnded = System.nanoTime();  // the producer is closed: everything sent is acknowledged or failed
             }
         } catch (BrokerWait.BrokerUnavailableException e) {
             LOG.error(e.getMessage());
             return 1;
         }
         double seconds = (System.nanoTime() - started) / 1e9;
-        System.out.println(mapper.writeValueAsString(counters.summary(PaymentSender.SOURCE, mode, stoppedBy, seconds)));
+        double sendSeconds = sendEnded == 0 ? 0.0 : counters.sendSeconds(sendEnded);
+        System.out.println(mapper.writeValueAsString(counters.summary(PaymentSender.SOURCE, mode, stoppedBy, seconds,
+                sendSeconds, PaymentSender.SETTINGS)));
         System.out.flush();
         LOG.info("stopped ({}): {}", stoppedBy, counters.line());
         return counters.failed.get() == 0 ? 0 : 1;
