@@ -52,10 +52,11 @@ CONSUME_LIMITS: tuple[Option, ...] = (
 
 #: What every consumer run by the consumer runtime (``run_consumer_cli``) accepts beyond ``CONSUME_LIMITS``.
 CONSUMER_OPTIONS: tuple[Option, ...] = (
-    option("--batch-size", type=int, default=None, help="records per poll (default: per consumer)"),
+    option("--batch-size", type=int, default=None, help="most records per batch (default: per consumer)"),
     option("--max-wait-ms", type=int, default=None,
-           help="longest wait for a batch to fill before the records that have arrived are processed "
-                "(default: per consumer; lower = less latency, more and smaller transactions)"),
+           help="longest wait for a FIRST record; a batch is then handed over as soon as no more records are "
+                "waiting (up to --batch-size), never held back to fill (default: per consumer; it also sets how "
+                "often an idle consumer checks stop, --idle-exit and its timers)"),
     option("--instance-id", default=None,
            help="static group membership id: a restarted copy gets its partitions back at once"),
 )

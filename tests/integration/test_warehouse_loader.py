@@ -12,7 +12,9 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from mbyn.consumers.warehouse_loader import WarehouseLoader
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, make_envelope, validate
 from mbyn.errors import ContractError
 from mbyn.kafka.producer import TopicProducer
+from mbyn.process import StopFlag
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
 from tests.helpers.crash import run_until_killed
@@ -355,3 +358,66 @@ def test_a_sigkill_before_the_offsets_are_stored_writes_no_row_twice(warehouse, 
         assert {k: n for k, n in writes.items() if n != 1} == {}, f"{table}: rows written more than once"
     after = orders_as_loaded(warehouse)
     assert {k: after[k] for k in before} == before, "rows loaded before the kill are not rewritten"
+
+
+class SlowLoader(WarehouseLoader):
+    """Holds each batch's transaction open a while after writing its rows: rebalances and stops land while a
+    write is in flight (the loader overlaps writing with fetching the next batch)."""
+
+    batch_size = 50
+
+    def write(self, conn: Any, batch: Any) -> int:
+        written = super().write(conn, batch)
+        time.sleep(0.15)
+        return written
+
+
+def test_a_rebalance_and_a_stop_during_an_in_flight_write_lose_and_duplicate_nothing(warehouse, tmp_path):
+    url = warehouse.warehouse()
+    count_writes(url, "clicks", ["event_id"])
+    count_writes(url, "orders", ["order_id"])
+    producer = TopicProducer("test", warehouse)
+    for e in islice((e for e in shop_events(seed=17) if e.topic in ("clickstream", "orders")), 900):
+        assert producer.send(e.topic, e.value, e.key)
+    producer.flush_or_raise()
+
+    stop_a = StopFlag()
+    a_log = tmp_path / "a.jsonl"
+    summaries: dict[str, dict[str, Any]] = {}
+    a = threading.Thread(target=lambda: summaries.update(a=run_consumer(
+        SlowLoader(warehouse, batch_log=a_log), warehouse, stop=stop_a, idle_exit=20)))
+    a.start()
+    deadline = time.monotonic() + 60
+    while rows_loaded(warehouse) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # b joins while a writes (a rebalance), then a is stopped while it writes (another rebalance).
+    b = threading.Thread(target=lambda: summaries.update(b=run_consumer(SlowLoader(warehouse), warehouse,
+                                                                        idle_exit=3)))
+    b.start()
+    deadline = time.monotonic() + 30
+    while (summaries.get("a") is None and "b" not in summaries and time.monotonic() < deadline
+           and rows_loaded(warehouse) < 450):
+        time.sleep(0.05)
+    stop_a.set()
+    a.join(60)
+    b.join(120)
+    assert not a.is_alive() and not b.is_alive()
+    assert summaries["a"]["assignments"] >= 2 and summaries["a"]["abandoned"] == 0
+    assert_exactly_once(warehouse)
+    for table in ("clicks", "orders"):
+        writes = row_writes(url, table)
+        assert {k: n for k, n in writes.items() if n != 1} == {}, f"{table}: rows written more than once"
+    assert summaries["a"]["processed"] + summaries["b"]["processed"] == 900
+
+    # a's batch log: one line per committed batch, each batch's rows sharing its loaded_at, committed after it.
+    lines = [json.loads(line) for line in a_log.read_text().splitlines()]
+    assert sum(line["records"] for line in lines) == summaries["a"]["processed"]
+    assert all(line["committed_at_us"] > line["loaded_at_us"] for line in lines)
+    clicks_per_stamp: dict[int, int] = {}
+    for (stamp,) in query(warehouse, "SELECT loaded_at FROM clicks"):
+        when = datetime.fromisoformat(stamp) if isinstance(stamp, str) else stamp  # SQLite: text, UTC
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        us = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        clicks_per_stamp[us] = clicks_per_stamp.get(us, 0) + 1
+    assert {line["loaded_at_us"]: clicks_per_stamp.get(line["loaded_at_us"], 0) for line in lines} == \
+        {line["loaded_at_us"]: line["rows"].get("clicks", 0) for line in lines}, "a batch's rows share its stamp"

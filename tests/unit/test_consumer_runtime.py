@@ -9,11 +9,13 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from mbyn.consumers.contract import Batch, Record, decode_envelope
+from mbyn.consumers.contract import Batch, Record, StreamConsumer, decode_envelope
 from mbyn.consumers.dead_letter_sender import dead_letter_reason
+from mbyn.consumers.runtime import ConsumerLoop
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, make_envelope
 from mbyn.contracts.headers import decode_headers, encode_headers
 from mbyn.errors import PoisonRecordError, WarehouseError
+from mbyn.settings import load_settings
 from mbyn.warehouse import init_schema, load_offsets, make_engine, store_offsets, upsert, utc_now
 from mbyn.warehouse.schema import fx_rates
 
@@ -122,3 +124,32 @@ def test_read_only_engine_refuses_writes(engine, tmp_path):
 def test_unsupported_database_names_the_setting():
     with pytest.raises(WarehouseError, match="MBYN_WAREHOUSE_URL"):
         make_engine("mysql://x@localhost/db")
+
+
+class _Queue:
+    """consume(n, timeout) over a list of waiting messages, recording the calls."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = list(range(waiting))
+        self.calls: list[tuple[int, float]] = []
+
+    def consume(self, n: int, timeout: float) -> list[int]:
+        self.calls.append((n, timeout))
+        taken, self.waiting = self.waiting[:min(n, 3)], self.waiting[min(n, 3):]  # at most 3 per call
+        return taken
+
+
+@pytest.mark.parametrize(("waiting", "handed_over"), [(0, 0), (1, 1), (5, 5), (20, 8)])
+def test_a_batch_is_handed_over_as_soon_as_nothing_more_is_waiting(waiting, handed_over):
+    class Sink(StreamConsumer):
+        name = "sink"
+        topics = ("orders",)
+        batch_size = 8
+        batch_timeout = 0.25
+
+    loop = ConsumerLoop(Sink(), load_settings())
+    loop._kafka = queue = _Queue(waiting)  # type: ignore[assignment]
+    assert len(loop._poll()) == handed_over
+    assert queue.calls[0] == (1, 0.25), "only the first record is waited for"
+    assert all(timeout == 0 for _, timeout in queue.calls[1:]), "then only what is already waiting is taken"
+    assert len(queue.waiting) == waiting - handed_over

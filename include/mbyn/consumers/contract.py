@@ -68,9 +68,19 @@ class PolledRecord(Record):
 
     _headers: list[tuple[str, bytes | None]] | None
 
-    def __init__(self, message: Message, **fields: Any) -> None:
+    def __init__(self, message: Message, topic: str, physical_topic: str, partition: int, offset: int,
+                 key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> None:
+        # Plain assignments, not the dataclass __init__ with keywords: this runs once per consumed record.
         self._message: Message | None = message
-        super().__init__(headers=None, **fields)  # type: ignore[arg-type]  # the setter below keeps "unread"
+        self._headers = None
+        self.topic = topic
+        self.physical_topic = physical_topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.timestamp_ms = timestamp_ms
+        self.data = None
 
     @property  # type: ignore[override]
     def headers(self) -> list[tuple[str, bytes | None]]:
@@ -179,11 +189,17 @@ class StreamConsumer:
     * ``name`` — the consumer (and group) name, e.g. ``warehouse-loader``.
     * ``topics`` — logical catalog topics to subscribe to.
     * ``commit_mode`` — ``"kafka"`` (default), ``"sink"`` or ``"transaction"``; see ``mbyn.consumers.runtime``.
-    * ``batch_size`` / ``batch_timeout`` — ``consume(batch_size, batch_timeout)``: a batch is handed over
-      when ``batch_size`` records have arrived or ``batch_timeout`` seconds have passed, whichever is first
-      (``--batch-size`` / ``--max-wait-ms``). Under load batches fill at once; at a low rate the timeout is
-      the latency a record can wait before it is processed. Larger batches mean fewer commits and
-      transactions, smaller ones less re-processing after a crash.
+    * ``batch_size`` / ``batch_timeout`` — adaptive hand-over: the runtime waits up to ``batch_timeout``
+      seconds for a first record, then takes what is already waiting, up to ``batch_size`` records, and hands
+      the batch over as soon as nothing more is waiting (``--batch-size`` / ``--max-wait-ms``). A record
+      never waits for a batch to fill: at a low rate batches are small, under load (records pile up while
+      the previous batch is written) they grow to ``batch_size`` by themselves. ``batch_timeout`` is how
+      long one poll blocks when nothing arrives (how often ``on_idle`` runs and stop/idle are checked).
+    * ``overlap`` — fetch and decode the next batch while this one is written (one writer thread;
+      ``process_batch`` runs there). The runtime still commits a batch only after it was written, waits
+      for the write in flight before a rebalance, stop, idle or the end of the run, and hands nothing
+      over after a write that failed. Only for a consumer whose hooks hold no state ``process_batch``
+      also changes (the default, False, keeps everything in one thread).
     * ``transient_errors`` — errors that retry the batch with back-off (the sink is down);
       ``retry_timeout_s`` — give up (raise) after that long (None: never); ``fatal_errors`` — errors that
       end the run; ``dead_letters`` — False for a consumer that must never dead-letter (the dead-letters
@@ -196,6 +212,7 @@ class StreamConsumer:
     commit_mode: ClassVar[CommitMode] = "kafka"
     batch_size: int = 1000
     batch_timeout: float = 1.0
+    overlap: ClassVar[bool] = False
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = (SinkUnavailableError,)
     fatal_errors: ClassVar[tuple[type[BaseException], ...]] = (StateError, ConfigError)
     dead_letters: ClassVar[bool] = True

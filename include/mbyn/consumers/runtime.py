@@ -8,7 +8,9 @@ sending dead letters in ``mbyn.consumers.dead_letter_sender``:
 * **Group.** ``group.id`` = ``settings.topic_prefix + consumer.name``; run several copies (processes) of
   the same consumer and the group spreads the partitions (``roundrobin`` assignment). Auto-commit is off,
   ``isolation.level=read_committed`` (records of aborted transactions are never seen).
-* **Batches.** ``consume(batch_size, batch_timeout)`` returns up to ``batch_size`` records; each is decoded
+* **Batches.** Adaptive: ``consume(1, batch_timeout)`` waits for a first record, then ``consume(n, 0)``
+  takes what is already waiting, up to ``batch_size`` records; the batch is handed over as soon as nothing
+  more is waiting (never held back to fill up). Each record is decoded
   by ``consumer.decode(record)`` (default: the catalog envelope, validated against the topic's JSON
   Schema; a tombstone on a compacted topic decodes to ``None``). The batch handed to ``process_batch``
   holds the good records in poll order (``batch.by_partition()`` groups them per partition) and
@@ -46,10 +48,15 @@ sending dead letters in ``mbyn.consumers.dead_letter_sender``:
   retries abandons the batch uncommitted (it is re-read on the next start) and the exit status is 1. A
   retry that outlives ``max.poll.interval.ms`` (5 min) costs the copy its partitions; the next owner
   re-reads the batch, which every commit mode tolerates.
+* **Overlap** (``consumer.overlap``): ``process_batch`` runs in one writer thread while the loop fetches
+  and decodes the next batch (librdkafka and the database drivers release the GIL). Batch N+1 is handed
+  over only after batch N's write returned and N was committed; a write that failed (abandoned at a stop)
+  or raised a fatal error ends the run before anything else is written. Dead letters of N+1 are flushed
+  before its hand-over, so no stored offset passes an unacknowledged dead letter.
 * **Rebalances.** ``on_assign`` may return start offsets (``"sink"`` mode: the offsets the sink stored;
   partitions it does not know start from the earliest record). ``on_revoke`` is called before partitions
   go away; the previous batch is always fully processed and committed by then, because librdkafka only
-  runs rebalance callbacks inside ``consume``.
+  runs rebalance callbacks inside ``consume`` and they first wait for the write in flight (overlap).
 * **Shutdown.** SIGTERM/SIGINT (``StopFlag``), ``duration`` or ``idle_exit`` (seconds without a record,
   counted from the end of the last batch or rebalance; a copy that never joins the group gives up after
   ``idle_exit`` + 60 s) stop the loop between batches: the current batch is finished and committed, then the consumer is
@@ -64,8 +71,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
@@ -110,8 +119,12 @@ class ConsumerLoop:
         self._last_rebalance: float | None = None
         self._dlq: TopicProducer | None = None
         self._physical_to_logical = {t.physical: t.name for t in self.catalog.topics.values()}
-        self._writer = BatchWriter(consumer, self.counters, self.stop, self.dead_letter,
-                                   lambda: self._dead_letters().flush_or_raise())
+        # Dead letters are sent from the loop (decoding) and, with overlap, from the writer thread.
+        self._dlq_lock = threading.RLock()
+        self._writer = BatchWriter(consumer, self.counters, self.stop, self.dead_letter, self._flush_dead_letters)
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: tuple[Future[bool], Batch] | None = None
+        self._write_failed = False
 
     # Properties consumers may use ---------------------------------------------------------------
 
@@ -149,6 +162,9 @@ class ConsumerLoop:
                      ", ".join(physical), app.commit_mode)
             deadline = started + duration if duration else None
             while True:
+                if self._write_failed:
+                    stopped_by = self.stop.reason or "stop"
+                    break
                 if self.stop.is_set():
                     stopped_by = self.stop.reason or "stop"
                     break
@@ -165,8 +181,7 @@ class ConsumerLoop:
                 if idle_exit is not None and self._last_rebalance is None and now - started >= idle_exit + 60:
                     stopped_by = "idle (never joined the group)"
                     break
-                messages = self._kafka.consume(app.batch_size, app.batch_timeout)
-                records = self._records(messages)
+                records = self._records(self._poll())
                 if records:
                     if not self._handle(records):
                         stopped_by = self.stop.reason or "stop"
@@ -175,11 +190,16 @@ class ConsumerLoop:
                     # sink outage) is not time without records.
                     last_record = time.monotonic()
                 else:
+                    if self._in_flight is not None:  # nothing to overlap with: finish the write now
+                        if not self._settle():
+                            stopped_by = self.stop.reason or "stop"
+                            break
+                        last_record = time.monotonic()
                     app.on_idle(self)
                 progress.tick()
         finally:
             try:
-                self._kafka.close()  # leaves the group now, not after the session timeout
+                self._close_kafka()
             finally:
                 try:
                     if self._dlq is not None:
@@ -191,8 +211,20 @@ class ConsumerLoop:
         log.info("%s: stopped (%s) %s", app.name, stopped_by, self._line())
         return summary
 
+    def _poll(self) -> list[Message]:
+        """Adaptive hand-over: wait up to ``batch_timeout`` for a first record, then take what is waiting."""
+        kafka, size = self.kafka, self.app.batch_size
+        messages = kafka.consume(1, self.app.batch_timeout)
+        while messages and len(messages) < size:
+            more = kafka.consume(size - len(messages), 0)
+            if not more:
+                break
+            messages.extend(more)
+        return messages
+
     def _records(self, messages: list[Message]) -> list[Record]:
         records: list[Record] = []
+        logical = self._physical_to_logical
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -204,10 +236,9 @@ class ConsumerLoop:
                 continue
             ts_type, ts = msg.timestamp()
             physical = msg.topic() or ""
-            records.append(PolledRecord(
-                msg, topic=self._physical_to_logical.get(physical, physical), physical_topic=physical,
-                partition=int(msg.partition() or 0), offset=int(msg.offset() or 0), key=msg.key(),
-                value=msg.value(), timestamp_ms=ts if ts_type != 0 else None))  # 0 = TIMESTAMP_NOT_AVAILABLE
+            records.append(PolledRecord(msg, logical.get(physical, physical), physical, msg.partition() or 0,
+                                        msg.offset() or 0, msg.key(), msg.value(),
+                                        ts if ts_type != 0 else None))  # 0 = TIMESTAMP_NOT_AVAILABLE
         self.counters.consumed += len(records)
         return records
 
@@ -217,10 +248,13 @@ class ConsumerLoop:
         next_offsets: dict[PartitionKey, int] = {}
         good: list[Record] = []
         rejected = 0
+        decode = app.decode
         for record in records:
-            next_offsets[record.partition_key] = max(next_offsets.get(record.partition_key, 0), record.offset + 1)
+            key, end = (record.physical_topic, record.partition), record.offset + 1
+            if next_offsets.get(key, 0) < end:
+                next_offsets[key] = end
             try:
-                record.data = app.decode(record)
+                record.data = decode(record)
             except app.fatal_errors:
                 raise
             except Exception as exc:  # whatever one record's bytes cause, it is that record's
@@ -231,13 +265,52 @@ class ConsumerLoop:
                 continue
             good.append(record)
         if rejected:
-            self._dead_letters().flush_or_raise()
+            self._flush_dead_letters()
         batch = Batch(good, next_offsets)
-        if not self._writer.write(batch):
+        if not self._settle():  # the batch before must be written and committed first
+            return False
+        if app.overlap:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"{app.name}-writer")
+            self._in_flight = (self._pool.submit(self._writer.write, batch), batch)
+            return True
+        return self._written(batch, self._writer.write(batch))
+
+    def _written(self, batch: Batch, ok: bool) -> bool:
+        """After a write: count and commit the batch; a failed write (False) stops further hand-overs."""
+        if not ok:
+            self._write_failed = True
             return False
         self.counters.batches += 1
         self._commit(batch)
         return True
+
+    def _settle(self) -> bool:
+        """Wait for the write in flight (overlap) and commit its batch; False once a write has failed. A fatal
+        error of the write is raised here (out of ``consume`` when a rebalance callback waited)."""
+        if self._in_flight is not None:
+            future, batch = self._in_flight
+            self._in_flight = None
+            try:
+                ok = future.result()
+            except BaseException:
+                self._write_failed = True
+                raise
+            self._written(batch, ok)
+        return not self._write_failed
+
+    def _close_kafka(self) -> None:
+        """At the end of the run: finish (and commit) the write in flight, then close the Kafka consumer —
+        which leaves the group now, not after the session timeout."""
+        try:
+            self._settle()
+        finally:
+            try:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=True)
+                    self._pool = None
+            finally:
+                self.kafka.close()
 
     def _commit(self, batch: Batch) -> None:
         mode = self.app.commit_mode
@@ -267,22 +340,29 @@ class ConsumerLoop:
     # Dead letters -------------------------------------------------------------------------------
 
     def _dead_letters(self) -> TopicProducer:
-        if self._dlq is None:
-            self._dlq = dead_letter_producer(self.app.name, self.settings)
-        return self._dlq
+        with self._dlq_lock:
+            if self._dlq is None:
+                self._dlq = dead_letter_producer(self.app.name, self.settings)
+            return self._dlq
+
+    def _flush_dead_letters(self) -> None:
+        with self._dlq_lock:
+            self._dead_letters().flush_or_raise()
 
     def dead_letter(self, record: Record, error: BaseException) -> None:
         """Send ``record`` to the dead-letters topic with its original bytes, key, headers and the reason.
 
         Enqueued only; the runtime flushes (``flush_or_raise``) before the batch's offsets move on.
         """
-        reason = send_dead_letter(self._dead_letters(), record, error, self.group_id, self.catalog)
-        self.counters.dead_lettered += 1
-        self.counters.dead_letter_reasons[reason] = self.counters.dead_letter_reasons.get(reason, 0) + 1
+        with self._dlq_lock:
+            reason = send_dead_letter(self._dead_letters(), record, error, self.group_id, self.catalog)
+            self.counters.dead_lettered += 1
+            self.counters.dead_letter_reasons[reason] = self.counters.dead_letter_reasons.get(reason, 0) + 1
 
     # Rebalance callbacks (run inside consume()) -------------------------------------------------
 
     def _on_assign(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()  # the sink's stored offsets include the write in flight
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.counters.assignments += 1
         start = self.app.on_assign(self, keys)
@@ -296,6 +376,7 @@ class ConsumerLoop:
                  " (positions from the sink)" if start is not None else "")
 
     def _on_revoke(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()  # written and committed before the partitions go to another copy
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.app.on_revoke(self, keys)
         self.assignment.clear()
@@ -303,6 +384,7 @@ class ConsumerLoop:
         log.info("%s: revoked %d partition(s)", self.app.name, len(keys))
 
     def _on_lost(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()
         keys = [(tp.topic, tp.partition) for tp in partitions]
         log.warning("%s: lost %d partition(s) (session timed out); another copy owns them now", self.app.name,
                     len(keys))

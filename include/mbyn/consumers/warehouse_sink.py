@@ -6,15 +6,25 @@ there (``commit_mode = "sink"``). A crash before the commit loses nothing (the b
 stored offsets), a crash after it re-reads nothing — so every row lands once, without relying on the
 Kafka commit. Database outages become SinkUnavailableError, which the runtime retries with back-off.
 
+Every batch has one stamp, ``loaded_at`` (taken as its transaction starts; ``write`` gives it to every row),
+and, with ``batch_log`` (``--batch-log FILE``), one JSON line per committed batch that wrote records, written
+after COMMIT returned: ``loaded_at``, ``committed_at`` (ISO-8601 UTC, microseconds) and the same two as
+``loaded_at_us`` / ``committed_at_us`` (integer microseconds since the epoch), ``records``, ``rows`` (rows
+sent per table, as ``write`` counted them with ``count_rows``), ``group`` and ``pid``. A row's commit time is
+the ``committed_at`` of the line whose ``loaded_at`` equals the row's: the latency with the commit included.
+
 ``shift`` moves a time by a delta without overflowing (the windowed consumers use it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
@@ -22,12 +32,23 @@ from mbyn.consumers.contract import Batch, CommitMode, ConsumerRuntime, Partitio
 from mbyn.errors import SinkUnavailableError
 from mbyn.process import backoff_delays
 from mbyn.settings import Settings
-from mbyn.warehouse.engine import claim_offsets, init_schema, load_offsets, sink_errors, store_offsets, warehouse_engine
+from mbyn.warehouse.engine import (
+    claim_offsets,
+    init_schema,
+    load_offsets,
+    sink_errors,
+    store_offsets,
+    utc_now,
+    warehouse_engine,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("mbyn.consumer")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def shift(t: datetime, delta: timedelta) -> datetime:
@@ -43,11 +64,17 @@ class WarehouseConsumer(StreamConsumer):
 
     commit_mode: ClassVar[CommitMode] = "sink"
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None, *, batch_log: str | Path | None = None,
+                 ) -> None:
         self.settings = settings
         self._engine = engine
         self.group_id = settings.topic_prefix + self.name
         self.rows_written = 0
+        #: The batch being written: its stamp (every row's ``loaded_at``) and rows per table (``count_rows``).
+        self.loaded_at: datetime = utc_now()
+        self.batch_rows: dict[str, int] = {}
+        self.batch_log = Path(batch_log) if batch_log else None
+        self._batch_log: TextIO | None = None
 
     @property
     def engine(self) -> Engine:
@@ -60,6 +87,9 @@ class WarehouseConsumer(StreamConsumer):
         if self._engine is None:
             self._engine = warehouse_engine(self.settings)
         self.group_id = runtime.group_id
+        if self.batch_log is not None and self._batch_log is None:
+            self.batch_log.parent.mkdir(parents=True, exist_ok=True)
+            self._batch_log = self.batch_log.open("a", encoding="utf-8")  # O_APPEND: one write() per line
         for attempt, delay in enumerate(backoff_delays(), start=1):
             try:
                 with sink_errors(f"{self.name}: warehouse {self.engine.url!r}"):
@@ -87,16 +117,45 @@ class WarehouseConsumer(StreamConsumer):
 
     def process_batch(self, batch: Batch) -> None:
         """``write`` + stored offsets in one transaction."""
+        self._start_batch()
         with sink_errors(f"{self.name}: warehouse"), self.engine.begin() as conn:
             written = self.write(conn, batch) if batch.records else 0
             store_offsets(conn, self.group_id, batch.next_offsets)
+        self._log_batch(len(batch.records))
         self.rows_written += written
 
     def write(self, conn: Connection, batch: Batch) -> int:
-        """Write the batch's rows with ``conn`` (inside the transaction); return how many rows were sent."""
+        """Write the batch's rows with ``conn`` (inside the transaction); return how many rows were sent.
+
+        Rows take ``self.loaded_at`` as their ``loaded_at``; ``count_rows`` feeds the batch log.
+        """
         raise NotImplementedError
 
+    def count_rows(self, table: str, rows: int) -> None:
+        """``rows`` rows were sent to ``table`` in the batch being written (the batch log's ``rows``)."""
+        if rows:
+            self.batch_rows[table] = self.batch_rows.get(table, 0) + rows
+
+    def _start_batch(self) -> None:
+        self.loaded_at = utc_now()
+        self.batch_rows = {}
+
+    def _log_batch(self, records: int) -> None:
+        """After COMMIT returned: the batch log's line for a batch that wrote records."""
+        if self._batch_log is None or not records:
+            return
+        committed_at = utc_now()
+        self._batch_log.write(json.dumps({
+            "loaded_at": self.loaded_at.isoformat(), "committed_at": committed_at.isoformat(),
+            "loaded_at_us": (self.loaded_at - _EPOCH) // _MICROSECOND,
+            "committed_at_us": (committed_at - _EPOCH) // _MICROSECOND,
+            "records": records, "rows": self.batch_rows, "group": self.group_id, "pid": os.getpid()}) + "\n")
+        self._batch_log.flush()
+
     def close(self) -> None:
+        if self._batch_log is not None:
+            self._batch_log.close()
+            self._batch_log = None
         if self._engine is not None:
             self._engine.dispose()
 
@@ -150,6 +209,7 @@ class FencedWarehouseConsumer(WarehouseConsumer):
     def process_batch(self, batch: Batch) -> None:
         """Claim the offsets, then ``write``, in one transaction; a fenced batch is dropped (``on_fenced``)."""
         self._stored = {}
+        self._start_batch()
         fresh = Batch([r for r in batch.records if self._unseen(r.partition_key, r.offset)],
                       {k: o for k, o in batch.next_offsets.items() if self._unseen(k, o - 1)})
         try:
@@ -165,6 +225,7 @@ class FencedWarehouseConsumer(WarehouseConsumer):
                         len(fresh.records))
             self.on_fenced(sorted(fresh.next_offsets))
             return
+        self._log_batch(len(fresh.records))
         self.positions.update(fresh.next_offsets)
         self._stored = dict(fresh.next_offsets)
         self.rows_written += written

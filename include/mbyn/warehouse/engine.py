@@ -6,13 +6,17 @@
   engine whose transactions cannot write (``mbyn sql``).
 * ``init_schema(engine)`` — idempotent and safe when several processes start at once.
 * ``upsert_rows(conn, table, columns, rows, keys)`` — bulk ``INSERT ... ON CONFLICT`` of positional tuples,
-  the loaders' hot path. PostgreSQL: the rows are streamed with ``COPY`` into a session-local staging table,
-  then one ``INSERT INTO t SELECT ... FROM staging ON CONFLICT ...`` moves them (two statements per batch
-  instead of one per row). SQLite: one prepared statement run as ``executemany`` (a multi-row ``VALUES``
-  is slower there). Both run in the caller's transaction and skip SQLAlchemy's per-row parameter handling;
-  column types are still converted with SQLAlchemy's bind processors, so stored values are identical to an
-  ORM/Core insert. Rows with the same key inside one call are collapsed to the last one, because
-  PostgreSQL refuses to update a row twice in one statement. ``upsert(conn, table, dict_rows, keys)`` is the
+  the loaders' hot path. PostgreSQL: the rows are streamed with binary ``COPY`` (psycopg's C dumpers, typed
+  with ``set_types``; no SQLAlchemy processing) into a session-local staging table, then one ``INSERT INTO t
+  SELECT ... FROM staging ON CONFLICT ...`` moves them (two statements per batch instead of one per row).
+  Money (``Numeric`` read back as float) is staged as ``float8`` and moved as ``CAST(CAST(x AS text) AS
+  numeric)``: PostgreSQL writes a float8 as its shortest exact digits, as Python's ``repr`` does, so the
+  stored decimal is the one a text COPY of the float stores. A value the binary dumper cannot encode (an
+  integer out of range) is refused as a database error would be. SQLite: one prepared statement run as
+  ``executemany`` (a multi-row ``VALUES`` is slower there), with SQLAlchemy's bind processors applied, so
+  stored values are identical to an ORM/Core insert. Both run in the caller's transaction. Rows with the
+  same key inside one call are collapsed to the last one, because PostgreSQL refuses to update a row twice in
+  one statement. ``upsert(conn, table, dict_rows, keys)`` is the
   same for rows as dicts (missing columns with a scalar Python-side default get that default).
 * ``store_offsets`` / ``load_offsets`` — the ``kafka_offsets`` table: written in the same transaction as
   the rows (exactly-once), only ever moved forward.
@@ -32,7 +36,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
 from sqlalchemy import update as update_statement
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -229,18 +246,22 @@ def upsert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Se
         unique = list({row[only]: row for row in rows}.values())
     else:
         unique = list({tuple(row[i] for i in key_at): row for row in rows}.values())
-    if plan.processors:
-        unique = _bind(unique, plan.processors)
     dbapi_conn: Any = conn.connection.dbapi_connection
     if conn.dialect.name == "postgresql":
         with _dbapi_errors(conn, plan.insert), dbapi_conn.cursor() as cursor:
             cursor.execute(plan.create_staging)
             with cursor.copy(plan.copy) as copy:
-                for row in unique:
-                    copy.write_row(row)
-            cursor.execute(plan.insert)
-            cursor.execute(plan.clear_staging)
+                copy.set_types(plan.copy_types)
+                write_row = copy.write_row
+                try:
+                    for row in unique:
+                        write_row(row)
+                except (OverflowError, ValueError, TypeError) as exc:  # psycopg's dumpers refusing a value
+                    raise dbapi_conn.DataError(f"{table.name}: {exc}") from exc
+            cursor.execute(plan.insert)  # and the DELETE that empties the staging table, one round trip
     else:
+        if plan.processors:
+            unique = _bind(unique, plan.processors)
         with _dbapi_errors(conn, plan.insert):
             cursor = dbapi_conn.cursor()
             try:
@@ -281,7 +302,7 @@ class _UpsertPlan:
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column index, SQLAlchemy bind processor)
     create_staging: str = ""
     copy: str = ""
-    clear_staging: str = ""
+    copy_types: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=256)
@@ -304,15 +325,39 @@ def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...], keys: tuple[
         return _UpsertPlan(f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks}) {conflict}", plan_processors)
     # A temporary table lives as long as the connection (pooled: across batches); ON COMMIT DELETE ROWS empties
     # it at every commit, and the DELETE after the move empties it for a second upsert in the same transaction.
-    # No constraints: the real INSERT checks them, with the real table's error messages.
-    staging = q(f"mbyn_staging_{table.name}")
+    # No constraints: the real INSERT checks them, with the real table's error messages. Money is staged as
+    # float8 (what the rows hold) and converted through its shortest text (see the module docstring); INTEGER as
+    # int8, so that a value out of its range is refused by the INSERT (psycopg's int4 dumper does not check).
+    staging = q(f"mbyn_staging_b_{table.name}")
+    money = {c.name for c in table.columns if isinstance(c.type, Numeric) and not isinstance(c.type, Float)}
+    staged = ", ".join(f"CAST({q(c.name)} AS {_copy_type(c.type)}) AS {q(c.name)}"
+                       if c.name in money or _copy_type(c.type) == "int8" else q(c.name) for c in table.columns)
+    moved = ", ".join(f"CAST(CAST({q(c)} AS text) AS numeric)" if c in money else q(c) for c in columns)
     return _UpsertPlan(
-        insert=f"INSERT INTO {q(table.name)} ({names}) SELECT {names} FROM {staging} {conflict}",
+        insert=f"INSERT INTO {q(table.name)} ({names}) SELECT {moved} FROM {staging} {conflict}; "
+               f"DELETE FROM {staging}",
         processors=plan_processors,
         create_staging=f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
-                       f"SELECT * FROM {q(table.name)} WITH NO DATA",
-        copy=f"COPY {staging} ({names}) FROM STDIN",
-        clear_staging=f"DELETE FROM {staging}")
+                       f"SELECT {staged} FROM {q(table.name)} WITH NO DATA",
+        copy=f"COPY {staging} ({names}) FROM STDIN (FORMAT BINARY)",
+        copy_types=tuple(_copy_type(table.columns[c].type) for c in columns))
+
+
+#: SQLAlchemy type → the PostgreSQL type psycopg's binary COPY dumps a column's Python value as.
+_COPY_TYPES: tuple[tuple[type[Any], str], ...] = (
+    (Boolean, "bool"), (Integer, "int8"), (Float, "float8"), (Numeric, "float8"),  # Integer: see _plan
+    (DateTime, "timestamptz"), (Date, "date"), (LargeBinary, "bytea"), (String, "text"))
+
+
+def _copy_type(column_type: Any) -> str:
+    for sa_type, pg_type in _COPY_TYPES:
+        if isinstance(column_type, sa_type):
+            if sa_type is Numeric and column_type.asdecimal:
+                raise WarehouseError(f"binary COPY stages money as float8; {column_type!r} reads back Decimals")
+            if sa_type is DateTime and not column_type.timezone:
+                return "timestamp"
+            return pg_type
+    raise WarehouseError(f"no binary COPY type for {column_type!r}")
 
 
 @contextmanager
