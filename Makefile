@@ -12,7 +12,7 @@ PY_STAMP := $(VENV)/.installed-$(LOCK_SHA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help deps system-deps python-deps build run stop test test-browser test-unit fuzz lint secrets-scan bench status clean
+.PHONY: help deps system-deps python-deps build run stop test test-browser test-unit fuzz lint secrets-scan bench bench-report status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,8 +68,11 @@ lint: python-deps ## ruff + mypy + import-linter (the layering in pyproject.toml
 secrets-scan: python-deps ## look for committed secrets in every tracked file (detect-secrets; also in `make test`)
 	@$(BIN)/python scripts/secrets_scan.py
 
-bench: deps ## benchmarks against Kafka's own perf tools → BENCHMARKS.md
+bench: deps ## benchmarks against Kafka's own perf tools (about 30 min) → bench/results/results.json, BENCHMARKS.md
 	@$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-report: python-deps ## regenerate BENCHMARKS.md and the plots from the committed bench/results/results.json
+	@$(BIN)/python bench/report.py bench/results/results.json
 
 clean: ## stop everything and delete var/ (broker data, warehouse, reports)
 	-@$(BIN)/mbyn down 2>/dev/null || true

@@ -275,6 +275,46 @@ def mean_value_bytes(settings: Settings, physical: str, sample: int = 2000) -> f
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
+# Figures -----------------------------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """Median and range of repeated runs (the bench's every repeated figure is reported this way)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return {"median": 0.0, "min": 0.0, "max": 0.0, "n": 0}
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    return {"median": median, "min": ordered[0], "max": ordered[-1], "n": n}
+
+
+def psql_cmd() -> str:
+    """``psql`` of the PostgreSQL install the bench's server runs from (``mbyn.local.postgres``)."""
+    from mbyn.local.postgres import find_bin_dir
+
+    candidate = find_bin_dir() / "psql"
+    if candidate.exists():
+        return str(candidate)
+    import shutil
+
+    found = shutil.which("psql")
+    if found is None:
+        raise RuntimeError(f"psql not found (no {candidate}, none on PATH)")
+    return found
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """``PGHOST``/``PGPORT``/``PGUSER``/``PGPASSWORD``/``PGDATABASE`` of a SQLAlchemy PostgreSQL URL."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    env = {"PGHOST": u.host or "127.0.0.1", "PGPORT": str(u.port or 5432), "PGUSER": u.username or "",
+           "PGDATABASE": u.database or ""}
+    if u.password:
+        env["PGPASSWORD"] = str(u.password)
+    return env
+
+
 # Machine -----------------------------------------------------------------------------------------------
 
 

@@ -1,50 +1,85 @@
-"""Turn one run's results into BENCHMARKS.md and its plots (matplotlib, headless).
+"""BENCHMARKS.md and its plots, generated from one run's raw results (``results.json``).
 
-Everything written here comes from the run's data: tables, verdicts, and the "what limits it" text of a
-missed target, which quotes that run's profile (top areas of own time) and measurements.
+    .venv/bin/python bench/report.py bench/results/results.json [--no-plots]
+
+Everything written comes from that file: tables, verdicts, and the "what limits it / next step" text of a
+missed target, which quotes that run's profile and measurements — so the committed report can always be
+regenerated from the committed results (the smoke test checks that it regenerates identically). The
+report goes to the project's BENCHMARKS.md for ``bench/results/results.json``, else beside the folder
+holding the results file; the plots (matplotlib, headless) go next to the results file.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+sys.path.insert(0, str(ROOT))
+
+from bench.verdicts import cause, figure, sink_name  # noqa: E402 - after the path set-up above
 
 
 def _fmt(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def report_path(results_file: Path) -> Path:
+    """BENCHMARKS.md for the committed results, else beside the folder that holds the results file."""
+    if results_file.resolve().parent == (ROOT / "bench" / "results").resolve():
+        return ROOT / "BENCHMARKS.md"
+    return results_file.resolve().parent.parent / "BENCHMARKS.md"
+
+
+def write(results_file: Path, with_plots: bool = True) -> tuple[Path, list[Path]]:
+    """(Re)generate the report and the plots of ``results_file``; returns the report and the plot paths."""
+    results = json.loads(results_file.read_text())
+    out = report_path(results_file)
+    written = plots(results, results_file.parent) if with_plots else []
+    out.write_text(markdown(results, os.path.relpath(results_file.resolve().parent, out.parent)))
+    return out, written
+
+
 # Plots ---------------------------------------------------------------------------------------------
 
 
-def plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
-    """Write the PNGs into ``folder``; returns name → path."""
+def plots(results: dict[str, Any], folder: Path) -> list[Path]:
+    """Write the PNGs into ``folder``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Path] = {}
+    out: list[Path] = []
 
     def save(fig: Any, name: str) -> None:
         path = folder / f"{name}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, metadata={"Software": None})
         plt.close(fig)
-        out[name] = path
+        out.append(path)
 
     def bars(rows: list[dict[str, Any]], title: str, name: str) -> None:
-        fig, ax = plt.subplots(figsize=(8, 0.6 + 0.7 * len(rows)))
-        labels = [r["name"] for r in rows][::-1]
-        values = [r["records_per_s"] for r in rows][::-1]
-        ax.barh(labels, values, color=["#4c72b0" if "Kafka" in lab else "#dd8452" for lab in labels])
-        for y, (v, r) in enumerate(zip(values, rows[::-1], strict=True)):
+        fig, ax = plt.subplots(figsize=(10, 0.9 + 0.7 * len(rows)))
+        rows = rows[::-1]
+        labels = [r["name"] for r in rows]
+        values = [r["records_per_s"] for r in rows]
+        err = [[r["records_per_s"] - r.get("min", r["records_per_s"]) for r in rows],
+               [r.get("max", r["records_per_s"]) - r["records_per_s"] for r in rows]]
+        ax.barh(labels, values, xerr=err, capsize=3,
+                color=["#4c72b0" if "Kafka" in lab else "#dd8452" for lab in labels])
+        for y, (v, r) in enumerate(zip(values, rows, strict=True)):
             ax.text(v, y, f"  {v:,.0f}/s ({r['ratio']:.2f}×)", va="center", fontsize=8)
-        ax.set_xlabel("records per second")
+        ax.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:,.0f}k")
+        ax.set_xlabel("records per second (median; whiskers: range of the runs)")
         ax.set_title(title)
-        ax.set_xlim(0, max(values) * 1.45)
+        ax.set_xlim(0, max(values) * 1.5)
         save(fig, name)
 
     bars(results["produce"]["rows"], "Produce: records/s (ratio to ProducerPerformance)", "produce")
@@ -52,45 +87,46 @@ def plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
 
     lat = results["latency"]["rows"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for batch in sorted({r["batch_size"] or 0 for r in lat}):
-        rows = sorted((r for r in lat if (r["batch_size"] or 0) == batch), key=lambda r: r["rate"])
-        label = f"loader batch {batch or 'default'}"
+    for sink in sorted({r["sink"] for r in lat}):
+        rows = sorted((r for r in lat if r["sink"] == sink), key=lambda r: r["rate"])
         for q, style in (("p50", ":"), ("p95", "--"), ("p99", "-")):
-            ax.plot([r["rate"] for r in rows], [r[q] for r in rows], style, marker="o", label=f"{q}, {label}")
+            ax.plot([r["rate"] for r in rows], [r[q] for r in rows], style, marker="o", label=f"{q}, {sink_name(sink)}")
     ax.axhline(100, color="grey", lw=0.8)
     ax.text(ax.get_xlim()[0], 100, " target p99 at 5k/s", fontsize=7, va="bottom", color="grey")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (msg/s)")
-    ax.set_ylabel("event_time → loaded_at (ms)")
-    ax.set_title("End-to-end latency")
+    ax.set_ylabel("event_time → committed (ms, median of runs)")
+    ax.set_title("End-to-end latency, commit included")
     ax.legend(fontsize=7)
     save(fig, "latency")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     loaders = results["scaling"]["loaders"]
-    left.plot([r["replicas"] for r in loaders], [r["records_per_s"] for r in loaders], marker="o")
-    left.set_xlabel("warehouse-loader replicas")
-    left.set_ylabel("records/s")
-    left.set_title(f"Loader → {loaders[0]['name'].split('→')[1].strip()}" if loaders else "Loader")
+    left.plot([r["replicas"] for r in loaders], [r["rows_per_s"] for r in loaders], marker="o")
+    left.set_xlabel("warehouse-loader copies")
+    left.set_ylabel("rows/s (counted, commit included)")
+    left.set_title(f"Loader → {sink_name(loaders[0]['sink'])}" if loaders else "Loader")
     gens = results["scaling"]["generators"]
     right.plot([r["instances"] for r in gens], [r["records_per_s"] for r in gens], marker="o", color="#dd8452")
     right.set_xlabel("generator instances")
+    right.set_ylabel("records/s")
     right.set_title("Generator producer")
-    for ax in (left, right):
+    for ax, rows, key in ((left, loaders, "replicas"), (right, gens, "instances")):
         ax.set_ylim(bottom=0)
-        ax.set_xticks(sorted({r.get("replicas", r.get("instances")) for r in (loaders if ax is left else gens)}))
+        ax.set_xticks(sorted({r[key] for r in rows}))
     save(fig, "scaling")
 
     mem = results["memory"]
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot([s[0] / 1e6 for s in mem["samples"]], [s[1] / 2**20 for s in mem["samples"]])
-    ax.axhline(mem["baseline_rss_mib"] + 10, color="grey", lw=0.8, ls="--")
-    ax.text(0, mem["baseline_rss_mib"] + 10, " baseline + 10 MB (target)", fontsize=7, va="bottom", color="grey")
-    ax.set_xlabel("records generated (millions)")
+    ax.axhline(mem["baseline_rss_mib"] + 10 / 1.048576, color="grey", lw=0.8, ls="--")
+    ax.text(0, mem["baseline_rss_mib"] + 10 / 1.048576, " baseline + 10 MB (target)", fontsize=7, va="bottom",
+            color="grey")
+    ax.set_xlabel("records (millions)")
     ax.set_ylabel("RSS (MiB)")
     ax.set_ylim(0, max(s[1] / 2**20 for s in mem["samples"]) * 1.3)
-    ax.set_title("Generator memory (generation only)")
+    ax.set_title("`mbyn produce clickstream` memory")
     save(fig, "memory")
     return out
 
@@ -98,98 +134,35 @@ def plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
 # Markdown ------------------------------------------------------------------------------------------
 
 
-def _verdict(met: bool | None) -> str:
-    return {True: "**met**", False: "**missed**", None: "not measured"}[met]
+def _verdict(met: bool | str | None) -> str:
+    return {True: "**met**", False: "**missed**", None: "not measured", "reported": "reported"}[met]
 
 
-def _areas(profile: dict[str, Any] | None, n: int = 4) -> str:
-    if not profile:
-        return "no profile in this run"
-    return ", ".join(f"{area} {share:.0%}" for area, _s, share in profile["areas"][:n])
-
-
-def _cause(t: dict[str, Any], results: dict[str, Any]) -> str:
-    """What limits the number, from this run's profile and measurements."""
-    prof = results.get("profiles", {})
-    key = t["key"]
-    if t["met"] is None:
-        if key == "airflow":
-            return results["airflow"].get("reason", "")
-        return t.get("note", "")
-    if t["met"]:
-        return t.get("note", "")
-    if key == "producer":
-        py = next((r for r in results["produce"]["rows"] if "Python" in r["name"]), None)
-        budget = (f" At {py['records_per_s']:,.0f} records/s that is {1e6 / py['records_per_s']:,.0f} µs of one core "
-                  "per record, all of it in one Python thread." if py and py["records_per_s"] else "")
-        return ("per-record Python work on one core — own time by area (cProfile): " + _areas(prof.get("producer"))
-                + ". ProducerPerformance hands the client pre-built byte arrays; the Python producer builds each "
-                  "envelope (ids from a seeded Random, a pre-drawn Faker word pool), validates it against the "
-                  "topic's JSON Schema (compiled with fastjsonschema), encodes it (msgspec) and calls librdkafka's "
-                  "produce() per record, serving delivery callbacks every few dozen records." + budget)
-    if key in ("loader", "postgres"):
-        loader = prof.get("loader")
-        sink = loader.get("sink", "") if loader else ""
-        text = (f"the loader's Python per-record path (profile of the loader → {sink}): " + _areas(loader)
-                + ". ConsumerPerformance discards what it fetches; the loader decodes (msgspec) and validates every "
-                  "envelope against its JSON Schema, builds row tuples, and writes each batch with its offsets in one "
-                  "transaction (PostgreSQL: COPY into a staging table, then one INSERT … SELECT … ON CONFLICT; "
-                  "SQLite: one executemany).")
-        pg = next((r for r in results["consume"]["rows"] if "PostgreSQL" in r["name"]), None)
-        if key == "postgres" and pg and pg["records_per_s"]:
-            per_record = pg["rows_per_s"] / pg["records_per_s"]
-            needed = float(t.get("threshold", 100_000)) / per_record
-            text += (f" {t.get('threshold', 100_000):,.0f} rows/s is {needed:,.0f} records/s at this data's "
-                     f"{per_record:.2f} rows per record: {1e6 / needed:,.1f} µs per record for fetch, decode, "
-                     f"validation, row building and SQL; the loader spends {1e6 / pg['records_per_s']:,.0f} µs.")
-        return text
-    if key == "latency":
-        rows = [r for r in results["latency"]["rows"] if r["rate"] == 5000]
-        wait_ms = float(results.get("loader_max_wait_ms", 1000))
-        parts = []
-        for r in rows:
-            b = r["batch_size"] or results.get("loader_default_batch", 2000)
-            fill_ms = min(b / 5000 * 1000, wait_ms)
-            parts.append(f"batch {r['batch_size'] or 'default'}: p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms "
-                         f"(a batch is handed over after ~{fill_ms:.0f} ms at 5k/s)")
-        reached = min((r["achieved_rate"] for r in rows), default=0)
-        extra = (f" The generator reached only {reached:,.0f} msg/s here, so 5k msg/s was not offered in full."
-                 if reached < 0.95 * 5000 else "")
-        return (f"the loader hands a batch over at `batch_size` records or after {wait_ms:.0f} ms (`--max-wait-ms`), "
-                "then writes and commits; records wait for their batch and for the write before them — "
-                + "; ".join(parts) + "." + extra
-                + " When the loader cannot keep up with the offered rate, records queue and latency grows with the "
-                  "backlog (see the consume stage's rate).")
-    if key == "memory":
-        return f"RSS grew {t['value']}; see the memory plot for where."
-    if key == "airflow":
-        return ("the path is watcher (shared Kafka stream trigger in the triggerer) → asset event stored → scheduler "
-                "loop creates and queues the run → LocalExecutor starts it; each hop waits for its own loop interval.")
-    return ""
-
-
-def markdown(results: dict[str, Any], plot_paths: dict[str, Path], base: Path) -> str:
+def markdown(results: dict[str, Any], plot_dir: str) -> str:
+    """The report; ``plot_dir``: the plots' folder relative to the report."""
     m = results["machine"]
     sizes = results["sizes"]
     lines: list[str] = []
     add = lines.append
 
     def img(name: str, alt: str) -> None:
-        if name in plot_paths:
-            add(f"![{alt}]({os.path.relpath(plot_paths[name], base)})")
-            add("")
+        add(f"![{alt}]({plot_dir}/{name}.png)")
+        add("")
 
     add("# Benchmarks" + (" (smoke run — tiny sizes, numbers mean nothing)" if results["smoke"] else ""))
     add("")
-    add(f"Generated by `make bench` (`bench/run.py`) on {results['started']} in {results['seconds'] / 60:.1f} minutes. "
-        "Do not edit by hand: run `make bench` again. Raw data and the log of every process: `var/bench/<run>/`.")
+    add(f"Generated by `make bench` (`bench/run.py`) on {results['started']} in {results['seconds'] / 60:.1f} minutes, "
+        f"from the raw results in `{plot_dir}/results.json` (every run's figures; regenerate this file with "
+        f"`python bench/report.py {plot_dir}/results.json`). Do not edit by hand. Logs of every process of the run: "
+        f"`{results.get('logs', 'var/bench/<run>')}/` (not committed). "
+        + (f"Repeated figures are the median of {sizes['runs']} runs with their range (min–max)." if sizes["runs"] > 1
+           else "Every figure is from one run."))
     add("")
     load = m["load_average_1_5_15"]
     if load[0] > (m["cores_logical"] or 1) * 0.5:
         add(f"> **The machine was not idle during this run** (load average {load[0]:.1f} at the "
             f"start and {m['load_average_end'][0]:.1f} at the end, on {m['cores_logical']} logical cores). Absolute "
-            "numbers are below what this hardware does idle; every comparison ran its two sides one after the "
-            "other under the same load, so ratios are more meaningful than absolute rates.")
+            "numbers are below what this hardware does idle; both sides of every comparison ran in the same run.")
         add("")
     add("## Machine")
     add("")
@@ -201,120 +174,191 @@ def markdown(results: dict[str, Any], plot_paths: dict[str, Path], base: Path) -
         value = f"{m['cores_logical']} / {m['cores_physical']}" if key is None else m[key]
         add(f"| {label} | {value}{' GiB' if key == 'memory_gib' else ''} |")
     add("| Broker | one KRaft node (broker+controller) started for the run, heap 768 MiB, same host |")
+    add("| PostgreSQL | the project's local server (`mbyn.local.postgres`) started for the run, same host |")
     add("")
 
     add("## Targets")
     add("")
-    add("| Target | Measured | Verdict | What limits it |")
-    add("|---|---|---|---|")
+    add("Benchmarks, never timed tests; on this machine, ratios from one run. Each sink is judged on its own.")
+    add("")
+    add("| metric | target | measured | verdict | what limits it — profile — next step |")
+    add("|---|---|---|---|---|")
     for t in results["targets"]:
-        add(f"| {t['target']} | {t['value']} | {_verdict(t['met'])} | {_cause(t, results)} |")
+        add(f"| {t['target']} | {t['threshold']} | {t['value']} | {_verdict(t['met'])} | {cause(t, results)} |")
     add("")
 
+    produce_section(results, add, img)
+    consume_section(results, add, img)
+    latency_section(results, add, img)
+    scaling_section(results, add, img)
+    airflow_section(results, add)
+    memory_section(results, add, img)
+    profiles_section(results, add)
+
+    add("## Sizes used and how to reproduce")
+    add("")
+    add("`make bench` (or `.venv/bin/python bench/run.py [--skip-airflow]`); `--smoke` runs tiny sizes into "
+        "`var/bench/smoke/`. This run (seconds per stage: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in results.get("stage_seconds", {}).items()) + "):")
+    add("")
+    add("| setting | value |")
+    add("|---|---|")
+    for key, value in sizes.items():
+        add(f"| {key} | {value} |")
+    add("")
+    return "\n".join(lines)
+
+
+def produce_section(results: dict[str, Any], add: Any, img: Any) -> None:
     p = results["produce"]
     add("## 1. Produce")
     add("")
-    add(f"{p['count']:,} records each, one producer at a time, topics of 6 partitions. Producer settings for all "
-        f"three (mbyn's defaults): `{' '.join(p['producer_props'])}`. ProducerPerformance sends random values of "
-        f"`--record-size {p['record_size']}` — the mean size of the generator's envelopes — with "
-        "`--throughput -1`. Rates are each producer's own (first send to last acknowledgement; JVM and "
-        "interpreter start-up excluded); MB/s counts value bytes, measured by reading records back.")
+    pay = p.get("payload", {})
+    if pay:
+        add(f"The same bytes: {pay['records']:,} real generator envelopes (`shop_events({pay['seed']})`, validated and "
+            f"encoded as the producer sends them: {pay.get('clickstream', 0):,} clickstream, "
+            f"{pay.get('orders', 0):,} orders; {pay['mean_bytes']:.0f} bytes on average), one per line in a payload "
+            "file. ProducerPerformance reads it with `--payload-file` / `--payload-delimiter`; the Python side "
+            "(mbyn's `TopicProducer.send_raw`, confluent-kafka) sends the same lines. Both write fresh topics of "
+            f"6 partitions, {p.get('runs', 1)} run(s) each, interleaved; the median and the range of the runs.")
+        add("")
+    add(f"Producer settings of every side: `{' '.join(p.get('settings', []))}`. Warm-up: {p.get('warmup', '')}.")
     add("")
-    add("| Producer | records/s | MB/s | value bytes | ratio to ProducerPerformance |")
-    add("|---|---:|---:|---:|---:|")
+    add("| Producer | records/s | MB/s | value bytes | ratio to ProducerPerformance | per run: records/s (timed) |")
+    add("|---|---:|---:|---:|---:|---|")
     for r in p["rows"]:
-        add(f"| {r['name']} | {_fmt(r['records_per_s'])} | {_fmt(r['mb_per_s'], 2)} | {_fmt(r['value_bytes'])} | "
-            f"{r['ratio']:.2f}× |")
+        per_run = ", ".join(f"{_fmt(x['records_per_s'])} ({x['records']:,} in {x['seconds']:.1f} s)"
+                            for x in r.get("runs", []))
+        add(f"| {r['name']} | {figure(r)} | {_fmt(r['mb_per_s'], 2)} | {_fmt(r['value_bytes'])} | "
+            f"{r['ratio']:.2f}× | {per_run} |")
     add("")
+    java = next((r for r in p["rows"] if r.get("key") == "java"), None)
+    if java and java.get("settings"):
+        add("The Java payments service printed the settings it ran with: `"
+            + " ".join(f"{k}={v}" for k, v in java["settings"].items()) + "`; its rate is from its own summary "
+            "(`send_seconds`: first send to the end of the final flush, the broker wait excluded); its values are "
+            "payment envelopes (value bytes read back from its topic), not the generator's.")
+        add("")
+    if p.get("differences"):
+        add("Differences that remain between the sides: " + "; ".join(p["differences"]) + ".")
+        add("")
     img("produce", "produce throughput")
+    gen = results["generation"]
+    add(f"Generation alone (Faker generator `shop_events`, one core, no Kafka): {figure(gen)} records/s"
+        f"{' — ' + gen['what'] if gen.get('what') else ''}.")
+    add("")
 
+
+def consume_section(results: dict[str, Any], add: Any, img: Any) -> None:
     c = results["consume"]
     add("## 2. Consume → warehouse")
     add("")
-    add("The data is stage 1's Python producer output (clickstream + orders). ConsumerPerformance reads the "
-        "clickstream topic (it takes one topic) and discards the records; its rate is `fetch.nMsg.sec` (group join "
-        "excluded). The exactly-once warehouse-loader (`mbyn consume warehouse-loader --idle-exit 3`) reads every "
-        "topic of that prefix into a fresh warehouse; its rate is the steady rate read back from the warehouse "
-        "(records loaded after the first batch / (last − first `loaded_at`)), so its start-up and group join are "
-        "excluded too. Every run checks that the warehouse holds exactly the produced records.")
+    add(f"The data set: {c['records']:,} generator records (keyed JSON envelopes with headers: "
+        + ", ".join(f"{n:,} {t}" for t, n in c["per_topic"].items())
+        + ", 6 partitions each), written once and read by every side. ConsumerPerformance takes one topic: it "
+        "reads each topic in turn and discards the records; its rate is their records / the sum of its "
+        "`fetch.time.ms` (group join excluded). The exactly-once warehouse-loader (`mbyn consume warehouse-loader "
+        "--batch-log FILE`) reads both topics at once into a fresh warehouse per run (the offsets live in the "
+        "warehouse, so every run starts from the earliest), decodes and validates every envelope, builds rows and "
+        "writes each batch with its offsets in one transaction. Its figures are counted from the batch log "
+        "(`committed_at` taken after COMMIT returned): the rows and records committed after a warm-up of "
+        f"{c['warmup_s']:.0f} s, over the wall-clock window from the warm-up's last commit to the last commit; "
+        + (f"a run stops when the topics are drained or after {c['duration']:.0f} s. " if c.get("duration") else
+           "a run stops when the topics are drained. ")
+        + "Every run is read back: the warehouse holds no more records than were produced (the bench stops "
+          "otherwise), all of them when the run drained the topics, and "
+        + ("exactly the rows the batch logs count." if all(
+            x.get("log_matches_warehouse", True) for r in c["rows"] for x in r["runs"]) else
+           "— NOT in every run — exactly the rows the batch logs count (see `log_matches_warehouse` in the raw "
+           "results).")
+        + " Differences that remain: ConsumerPerformance reads the topics one after the other, its JIT warm-up "
+          "is inside its timed fetch (it has no warm-up option) and it commits no offsets; the loader reads both "
+          "topics at once and commits rows and offsets in the database.")
     if c.get("postgres_error"):
         add("")
         add(f"PostgreSQL could not be started in this run: {c['postgres_error']}")
     add("")
-    add("| Consumer | records | records/s | rows/s | ratio | incl. start-up |")
-    add("|---|---:|---:|---:|---:|---:|")
+    add("| Consumer | records/s | rows/s | ratio to ConsumerPerformance | per run: records/s (window) |")
+    add("|---|---:|---:|---:|---|")
     for r in c["rows"]:
-        rows_s = _fmt(r["rows_per_s"]) if "rows_per_s" in r else "—"
-        incl = r.get("records_per_s_incl_join", r.get("records_per_s_incl_start", 0))
-        add(f"| {r['name']} | {_fmt(r['records'])} | {_fmt(r['records_per_s'])} | {rows_s} | {r['ratio']:.3f}× | "
-            f"{_fmt(incl)}/s |")
+        rows_s = figure(r, "rows_per_s", "rows_min", "rows_max") if "rows_per_s" in r else "—"
+        per_run = ", ".join(f"{_fmt(x['records_per_s'])} ({x['records']:,} in {x['seconds']:.1f} s)"
+                            for x in r["runs"])
+        add(f"| {r['name']} | {figure(r)} | {rows_s} | {r['ratio']:.3f}× | {per_run} |")
+    copy = c.get("postgres_copy")
+    if copy:
+        add(f"| PostgreSQL's own `\\copy` of the same rows ({copy['rows']:,} rows) | — | "
+            f"{figure(copy, 'rows_per_s')} | — | "
+            + ", ".join(f"{_fmt(x['rows_per_s'])} rows/s ({x['seconds']:.1f} s)" for x in copy["runs"]) + " |")
     add("")
-    add("Rows are table rows (clicks + orders + order_items); records are Kafka records.")
+    short = [f"{r['name']} run {i}" for r in c["rows"] for i, x in enumerate(r["runs"], start=1)
+             if not x.get("long_enough", True)]
+    add("Every run above counted ≥ 20 s or ≥ 1M records after its warm-up." if not short else
+        "Shorter than 20 s and 1M records after the warm-up (not a long baseline): " + ", ".join(short) + ".")
+    add("")
+    add("Rows are table rows (clicks + orders + order_items); records are Kafka records. "
+        + (f"`\\copy`: {copy['tool']}, one psql process for the three tables (connection included), from files "
+           "written from the last PostgreSQL run's tables." if copy else ""))
     add("")
     img("consume", "consume throughput")
 
+
+def latency_section(results: dict[str, Any], add: Any, img: Any) -> None:
     lat = results["latency"]
     add("## 3. End-to-end latency")
     add("")
     add(f"The generator producer at a fixed rate for {lat['seconds']:.0f} s into fresh topics, one warehouse-loader "
-        "(SQLite) already in its group. Latency = `loaded_at − event_time` of every loaded row — both columns exist "
-        "in the schema, nothing was added. `event_time` is stamped when the generator builds the record, "
-        "`loaded_at` once per batch just before its INSERT and COMMIT (so the commit itself, a few ms, is not in the "
-        "number). Measured in the warehouse after the run, not by polling.")
+        f"already in its group, a fresh warehouse per run, {lat['repeats']} run(s) per row. Latency of a row = its "
+        "batch's `committed_at` (batch log, taken after COMMIT returned) − its `event_time` (stamped when the "
+        f"generator builds the record). Percentiles are over the records built after the producer's first "
+        f"{lat.get('warmup_s', 0):.0f} s (connection, first fetches, cold caches); the p99 over every record, warm-up "
+        "included, is the last column but one. The last column leaves the write and commit out (`loaded_at`, the "
+        "batch's stamp before its COPY/INSERT).")
     add("")
-    add("| offered msg/s | achieved msg/s | loader batch size | records | p50 ms | p95 ms | p99 ms | max ms |")
-    add("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    add("| sink | offered msg/s | achieved msg/s | records | p50 ms | p95 ms | p99 ms | max ms | p99 incl. warm-up "
+        "| p99 before commit |")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in lat["rows"]:
-        batch = r["batch_size"] or f"default ({results['loader_default_batch']})"
-        add(f"| {_fmt(r['rate'])} | {_fmt(r['achieved_rate'])} | {batch} | "
-            f"{_fmt(r['records'])} | {_fmt(r['p50'])} | {_fmt(r['p95'])} | {_fmt(r['p99'])} | {_fmt(r['max'])} |")
+        batch = f", batch {r['batch_size']}" if r.get("batch_size") else ""
+        add(f"| {sink_name(r['sink'])}{batch} | {_fmt(r['rate'])} | {_fmt(r['achieved_rate'])} | {_fmt(r['records'])} "
+            f"| {figure(r, 'p50', 'p50_min', 'p50_max')} | {figure(r, 'p95', 'p95_min', 'p95_max')} | "
+            f"{figure(r, 'p99', 'p99_min', 'p99_max')} | {_fmt(r['max'])} | {_fmt(r.get('p99_incl_warmup', 0))} | "
+            f"{_fmt(r['p99_before_commit'])} |")
     add("")
     img("latency", "latency percentiles")
 
+
+def scaling_section(results: dict[str, Any], add: Any, img: Any) -> None:
     s = results["scaling"]
     add("## 4. Scaling")
     add("")
-    add("Loader replicas: K `mbyn consume warehouse-loader` processes started together over stage 1's data "
-        "(6 partitions per topic), a fresh warehouse per K, steady rate as in stage 2. Generator instances: K "
-        f"generator producers started together, {results['sizes']['generator_total']:,} records in total; rate = "
-        "total / the slowest instance's time.")
+    add("Loader copies: K `mbyn consume warehouse-loader` processes started together over stage 2's data set "
+        "(6 partitions per topic: each copy gets a share), a fresh warehouse per K; rows/s counted from the merged "
+        "batch logs over the window as in stage 2, with a longer warm-up (the copies join and rebalance). "
+        f"Generator instances: K generator producers started together, {results['sizes']['generator_total']:,} "
+        "records in total; rate = total / the slowest instance's time.")
     add("")
-    add("| loader replicas | records/s | rows/s | batches |")
-    add("|---:|---:|---:|---:|")
+    add("| loader copies | records/s | rows/s | window | batches |")
+    add("|---:|---:|---:|---:|---:|")
     for r in s["loaders"]:
-        add(f"| {r['replicas']} ({r['name'].split('→')[1].strip()}) | {_fmt(r['records_per_s'])} | "
-            f"{_fmt(r['rows_per_s'])} | {r['batches']} |")
+        add(f"| {r['replicas']} ({sink_name(r['sink'])}) | {_fmt(r['records_per_s'])} | {_fmt(r['rows_per_s'])} | "
+            f"{r['seconds']:.1f} s | {r['batches']} |")
     add("")
     add("| generator instances | records/s (total) | per instance |")
     add("|---:|---:|---|")
     for r in s["generators"]:
         add(f"| {r['instances']} | {_fmt(r['records_per_s'])} | {', '.join(f'{x:,}' for x in r['per_instance'])} |")
     add("")
-    add(f"With {m['cores_logical']} logical cores shared by the broker, the producers or loaders and the database, "
-        "more processes than cores cannot add throughput; the curve shows where the machine, not the design, stops "
-        "scaling.")
+    add(f"With {results['machine']['cores_logical']} logical cores shared by the broker, the loaders and the "
+        "database, more processes than cores cannot add throughput; the curve shows where this machine stops, "
+        "Architecture.md what comes next (more partitions, more hosts).")
     add("")
     img("scaling", "scaling")
 
-    mem = results["memory"]
-    add("## 5. Generator memory")
-    add("")
-    add(f"`shop_events` iterated in a subprocess without Kafka (generation only), RSS sampled with psutil every "
-        f"{mem['every']:,} records. It runs alone after the timed stages (at `nice {mem['niceness']}`) and is "
-        f"stopped at the run's time budget. Target size {mem['target_records']:,} records; reached "
-        f"{mem['records']:,} in {mem['seconds']:.0f} s ({_fmt(mem['rate'])} records/s, stopped by: "
-        f"{mem['stopped_by']}). Growth is measured from the first sample (after {mem['every']:,} records of "
-        "warm-up: Faker's providers, the shop vocabulary and the session pool are built by then).")
-    add("")
-    add("| RSS at start | RSS after warm-up (first sample) | growth to last sample | highest growth |")
-    add("|---:|---:|---:|---:|")
-    add(f"| {mem['start_rss_mib']:.1f} MiB | {mem['baseline_rss_mib']:.1f} MiB | {mem['growth_last_mib']:+.2f} MiB | "
-        f"{mem['growth_max_mib']:+.2f} MiB |")
-    add("")
-    img("memory", "generator RSS")
 
+def airflow_section(results: dict[str, Any], add: Any) -> None:
     air = results["airflow"]
-    add("## 6. Event-driven latency: alert → incident DAG run started")
+    add("## 5. Event-driven latency: alert → incident DAG run started")
     add("")
     if air.get("measured"):
         add(f"Local `airflow standalone` (started in {air['startup_s']:.0f} s) with only the incident DAG; one "
@@ -330,37 +374,66 @@ def markdown(results: dict[str, Any], plot_paths: dict[str, Path], base: Path) -
         add(f"Not measured in this run: {air['reason']}.")
     add("")
 
-    prof = results.get("profiles", {})
-    if prof:
-        add("## Profiles of the missed targets")
-        add("")
-        add("cProfile of the hot path (own time, main thread). Areas group functions by where they live.")
-        for name, title in (("producer", "Python generator producer"), ("loader", "warehouse-loader")):
-            data = prof.get(name)
-            if not data:
-                continue
-            add("")
-            add(f"### {title}{' → ' + data['sink'] if data.get('sink') else ''}")
-            add("")
-            add("| area | own time | share |")
-            add("|---|---:|---:|")
-            for area, seconds, share in data["areas"]:
-                add(f"| {area} | {seconds:.2f} s | {share:.0%} |")
-            add("")
-            add("| function | calls | own s | cumulative s |")
-            add("|---|---:|---:|---:|")
-            for row in data["top"]:
-                add(f"| `{row['function']}` | {row['calls']:,} | {row['tottime']:.2f} | {row['cumtime']:.2f} |")
-        add("")
 
-    add("## Sizes used and how to reproduce")
+def memory_section(results: dict[str, Any], add: Any, img: Any) -> None:
+    mem = results["memory"]
+    add("## 6. Producer memory")
     add("")
-    add("`make bench` (or `.venv/bin/python bench/run.py [--records N] [--skip-airflow]`); `--smoke` runs tiny "
-        "sizes into `var/bench/smoke/`. This run:")
+    add(f"{mem.get('what', 'the producer process')}, RSS sampled with psutil. Target size "
+        f"{mem['target_records']:,} records; reached {mem['records']:,} in {mem['seconds']:.0f} s "
+        f"({_fmt(mem['rate'])} records/s, stopped by: {mem['stopped_by']}). "
+        + (f"RSS every {mem['interval_s']:.0f} s, placed on the records axis by the producer's progress lines; "
+           if mem.get("interval_s") else "")
+        + "growth is measured from the first sample after the warm-up"
+        + (f" of {mem['warmup_records']:,} records" if mem.get("warmup_records") else "")
+        + " to the last sample and to the highest. It runs alone after the timed stages"
+        + (f", at nice {mem['niceness']}." if mem.get("niceness") else "."))
     add("")
-    add("| setting | value |")
-    add("|---|---|")
-    for key, value in sizes.items():
-        add(f"| {key} | {value} |")
+    add("| RSS at start | RSS after warm-up | growth to last sample | highest growth |")
+    add("|---:|---:|---:|---:|")
+    add(f"| {mem['start_rss_mib']:.1f} MiB | {mem['baseline_rss_mib']:.1f} MiB | {mem['growth_last_mib']:+.2f} MiB | "
+        f"{mem['growth_max_mib']:+.2f} MiB |")
     add("")
-    return "\n".join(lines)
+    img("memory", "producer RSS")
+
+
+def profiles_section(results: dict[str, Any], add: Any) -> None:
+    prof = results.get("profiles", {})
+    if not prof:
+        return
+    add("## Profiles of the missed targets")
+    add("")
+    add("cProfile of the hot path: own time per function (the producer: its main thread; the loader: all its "
+        "threads, so its fetch thread's wait in `consume` and its writer thread's wait for the database count as "
+        "own time of those calls). Areas group functions by where they live.")
+    for name, title in (("producer", "Python generator producer"), ("loader", "warehouse-loader")):
+        data = prof.get(name)
+        if not data:
+            continue
+        add("")
+        add(f"### {title}{' → ' + data['sink'] if data.get('sink') else ''}")
+        add("")
+        add("| area | own time | share |")
+        add("|---|---:|---:|")
+        for area, seconds, share in data["areas"]:
+            add(f"| {area} | {seconds:.2f} s | {share:.0%} |")
+        add("")
+        add("| function | calls | own s | cumulative s |")
+        add("|---|---:|---:|---:|")
+        for row in data["top"]:
+            add(f"| `{row['function']}` | {row['calls']:,} | {row['tottime']:.2f} | {row['cumtime']:.2f} |")
+    add("")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/report.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="a run's results.json (e.g. bench/results/results.json)")
+    parser.add_argument("--no-plots", action="store_true", help="regenerate the Markdown only")
+    args = parser.parse_args(argv)
+    out, written = write(args.results, with_plots=not args.no_plots)
+    print(f"{out} ({len(written)} plots)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

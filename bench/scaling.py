@@ -1,11 +1,12 @@
-"""Stage 4 — scaling: warehouse-loader replicas 1…K over one data set, generator instances 1…K.
+"""Stage 4 — scaling: warehouse-loader copies 1…K over the partitions, generator instances 1…K.
 
-Loader replicas: K processes of ``mbyn consume warehouse-loader`` started together over stage 1's
-topics (clickstream and orders have 6 partitions each) into a fresh PostgreSQL database per K (SQLite
-serialises writers, so it cannot scale; without PostgreSQL the SQLite numbers are shown and labelled).
-The rate is the steady rate from ``loaded_at`` (see ``bench.consume``), so group joins and the
-rebalances while the replicas arrive are not counted as work. With ``duration`` each K runs for that
-long instead of until the topics are drained (the steady rate needs a window, not the whole data set).
+Loader copies: K processes of ``mbyn consume warehouse-loader`` started together over stage 2's data set
+(clickstream and orders, 6 partitions each: a copy gets a share of them) into a fresh PostgreSQL
+database per K (SQLite serialises writers, so it cannot scale; without PostgreSQL the SQLite figures are
+shown and labelled). Each copy writes its own batch log; rows/s is counted from the merged logs over the
+wall-clock window as in stage 2 (``bench.consume.window``), with a longer warm-up (``WARMUP_S``) so that
+the group joins and the rebalances while the copies arrive fall in it rather than in the rate. With
+``duration`` each K runs that long at most instead of until the topics are drained.
 
 Generator instances: K processes of the generator producer started together, each sending
 ``total / K`` records to the same fresh topics; the rate is total records / the slowest instance's
@@ -17,26 +18,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.consume import _same_topics, loader_result, run_loaders
+from bench.consume import fresh_warehouse, loader_run, run_loaders
 from bench.env import Stage, finish, log, start, worker
 
+WARMUP_S = 5.0
 
-def loaders(env: Any, source: Stage, total: int, replicas: list[int], duration: float | None) -> list[dict[str, Any]]:
-    """K replicas over ``source``'s topics, each K until idle or for ``duration`` seconds."""
+
+def loaders(env: Any, source: Stage, total: int, copies: list[int], duration: float | None) -> list[dict[str, Any]]:
+    """K copies over ``source``'s topics, each K until idle or for ``duration`` seconds."""
+    sink = "postgresql" if env.postgres is not None else "sqlite"
+    label = "PostgreSQL" if sink == "postgresql" else "SQLite"
     rows = []
-    for k in replicas:
-        if env.postgres is not None:
-            url = env.postgres_database(f"bench_scale_{source.prefix.strip('-')}_{k}")
-            target = env.stage(f"scale-loader-{k}", warehouse_url=url)
-            sink = "PostgreSQL"
-        else:
-            target = env.stage(f"scale-loader-{k}")
-            sink = "SQLite"
-        stage = _same_topics(source, target)
-        log(f"scaling: {k} loader replica(s) → {sink}")
-        row = loader_result(stage, f"{k} loader(s) → {sink}", k, total, run_loaders(stage, k, duration=duration),
-                            complete=duration is None)
-        log(f"scaling: {k} loader(s) {row['records_per_s']:.0f} records/s")
+    for k in copies:
+        stage = fresh_warehouse(env, source, f"scale-loader-{k}", sink)
+        log(f"scaling: {k} loader cop{'y' if k == 1 else 'ies'} → {label}")
+        row = loader_run(stage, total, run_loaders(stage, k, duration=duration), warmup_s=WARMUP_S)
+        row |= {"name": f"{k} loader(s) → {label}", "sink": sink, "replicas": k}
+        log(f"scaling: {k} loader(s) {row['records_per_s']:,.0f} records/s, {row['rows_per_s']:,.0f} rows/s")
         rows.append(row)
     return rows
 

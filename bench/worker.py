@@ -1,12 +1,16 @@
-"""Subprocess entry points of the bench (one process per measured producer or sampler).
+"""Subprocess entry points of the bench (one process per measured producer).
 
-* ``produce-generator`` — the Python generator producer exactly as ``mbyn produce generator`` runs it
+* ``produce-generator`` — the Python generator producer exactly as ``mbyn produce clickstream`` runs it
   (``shop_events`` → ``stream_to_kafka``), with ``--profile FILE`` to write cProfile statistics.
+* ``produce-payloads`` — mbyn's produce path over pre-built bytes: ``TopicProducer.send_raw`` (mbyn's
+  producer settings, delivery callbacks, ``poll(0)`` in bunches) of the lines of ``--payload-file`` to
+  ``--topic``, unkeyed and without headers (as ProducerPerformance sends them); ``--warmup`` records are
+  sent and flushed before the timer starts, then ``--records`` are timed up to the last acknowledgement.
+* ``generate`` — the Faker generator alone: ``shop_events`` iterated in this (single-threaded) process,
+  ``--warmup`` records untimed, then ``--records`` timed; records/s on one core.
 * ``profile-mbyn OUT ARGS...`` — run ``mbyn ARGS...`` in this process under cProfile (e.g. the loader).
-* ``memory`` — generation only (no Kafka): iterate ``shop_events`` and sample this process's RSS
-  (psutil) every ``--every`` records; stops at ``--records`` or after ``--max-seconds``.
 
-Each prints one JSON object as its last stdout line; ``memory`` prints one per sample before it.
+Each prints one JSON object as its last stdout line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import cProfile
 import json
 import sys
 import time
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
 
@@ -40,30 +46,45 @@ def produce_generator(args: argparse.Namespace) -> dict[str, Any]:
     return {"records": result.records, **result.counters, "seconds": result.seconds, "stopped_by": result.stopped_by}
 
 
-def memory(args: argparse.Namespace) -> dict[str, Any]:
-    import psutil
+def produce_payloads(args: argparse.Namespace) -> dict[str, Any]:
+    from mbyn.kafka.clients import wait_for_broker
+    from mbyn.kafka.producer import TopicProducer
+    from mbyn.settings import get_settings
 
+    values = [line for line in Path(args.payload_file).read_bytes().split(b"\n") if line]
+    settings = get_settings()
+    wait_for_broker(settings, "bench-payloads")
+    producer = TopicProducer("bench-payloads", settings)
+    send, topic, n = producer.send_raw, args.topic, len(values)
+
+    def send_range(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            send(topic, values[i % n], None, None)
+        if producer.flush(120):
+            raise RuntimeError("records still in flight 120 s after the last send")
+
+    send_range(0, args.warmup)
+    started = time.perf_counter()
+    cpu = time.process_time()
+    send_range(args.warmup, args.records)
+    seconds = time.perf_counter() - started
+    return {**producer.counters.as_dict(), "records": args.records, "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu, "payloads": n}
+
+
+def generate(args: argparse.Namespace) -> dict[str, Any]:
     from mbyn.sources.generator import shop_events
 
-    proc = psutil.Process()
-    started = time.monotonic()
-    deadline = started + args.max_seconds if args.max_seconds else None
-    stopped_by = "records"
-    count = 0
-    print(json.dumps({"records": 0, "rss": proc.memory_info().rss, "seconds": 0.0}), flush=True)
-    for _ in shop_events(args.seed):
-        count += 1
-        if count % args.every == 0:
-            elapsed = time.monotonic() - started
-            print(json.dumps({"records": count, "rss": proc.memory_info().rss, "seconds": round(elapsed, 3)}),
-                  flush=True)
-            if deadline is not None and time.monotonic() >= deadline:
-                stopped_by = "max-seconds"
-                break
-        if count >= args.records:
-            break
-    return {"records": count, "seconds": time.monotonic() - started, "stopped_by": stopped_by,
-            "rss": proc.memory_info().rss}
+    events = shop_events(args.seed)
+    for _ in islice(events, args.warmup):
+        pass
+    started = time.perf_counter()
+    cpu = time.process_time()
+    for _ in islice(events, args.records):
+        pass
+    seconds = time.perf_counter() - started
+    return {"records": args.records, "seconds": round(seconds, 3), "records_per_s": args.records / seconds,
+            "cpu_seconds": round(time.process_time() - cpu, 3)}
 
 
 def profile_mbyn(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,12 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="cProfile statistics file")
     p.add_argument("mbyn_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=profile_mbyn)
-    p = sub.add_parser("memory")
+    p = sub.add_parser("produce-payloads")
+    p.add_argument("--payload-file", required=True, help="pre-built values, one per line")
+    p.add_argument("--topic", required=True, help="physical topic name")
+    p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--records", type=int, required=True)
-    p.add_argument("--every", type=int, default=100_000)
-    p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--seed", type=int, default=7)
-    p.set_defaults(func=memory)
+    p.set_defaults(func=produce_payloads)
+    p = sub.add_parser("generate")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--records", type=int, required=True)
+    p.set_defaults(func=generate)
     args = parser.parse_args(argv)
     summary = args.func(args)
     print(json.dumps(summary), flush=True)
