@@ -366,6 +366,14 @@ class SlowLoader(WarehouseLoader):
 
     batch_size = 50
 
+    def __init__(self, settings: Any, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        self.assignments = 0
+
+    def on_assign(self, runtime: Any, partitions: Any) -> Any:
+        self.assignments += 1
+        return super().on_assign(runtime, partitions)
+
     def write(self, conn: Any, batch: Any) -> int:
         written = super().write(conn, batch)
         time.sleep(0.15)
@@ -384,8 +392,9 @@ def test_a_rebalance_and_a_stop_during_an_in_flight_write_lose_and_duplicate_not
     stop_a = StopFlag()
     a_log = tmp_path / "a.jsonl"
     summaries: dict[str, dict[str, Any]] = {}
-    a = threading.Thread(target=lambda: summaries.update(a=run_consumer(
-        SlowLoader(warehouse, batch_log=a_log), warehouse, stop=stop_a, idle_exit=20)))
+    a_app = SlowLoader(warehouse, batch_log=a_log)
+    a = threading.Thread(target=lambda: summaries.update(a=run_consumer(a_app, warehouse, stop=stop_a,
+                                                                        idle_exit=20)))
     a.start()
     deadline = time.monotonic() + 60
     while rows_loaded(warehouse) == 0 and time.monotonic() < deadline:
@@ -394,6 +403,10 @@ def test_a_rebalance_and_a_stop_during_an_in_flight_write_lose_and_duplicate_not
     b = threading.Thread(target=lambda: summaries.update(b=run_consumer(SlowLoader(warehouse), warehouse,
                                                                         idle_exit=3)))
     b.start()
+    # a is stopped only once b's join reached it (its second assignment): stopping it earlier leaves no rebalance.
+    deadline = time.monotonic() + 60
+    while summaries.get("a") is None and a_app.assignments < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     deadline = time.monotonic() + 30
     while (summaries.get("a") is None and "b" not in summaries and time.monotonic() < deadline
            and rows_loaded(warehouse) < 450):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from mbyn.errors import WarehouseError
 from mbyn.warehouse import init_schema, make_engine, sink_errors, upsert, upsert_rows
-from mbyn.warehouse.schema import clicks, customers, fx_rates, quarantine
+from mbyn.warehouse.schema import clicks, customers, fx_rates, orders, quarantine
 
 pytestmark = pytest.mark.integration
 
@@ -125,5 +126,32 @@ def test_init_schema_brings_an_older_warehouse_up_to_date(request: pytest.Fixtur
                          {"t": T0, "big": 5e13})
             stored = conn.execute(sa.text("SELECT revenue_eur FROM sales_by_minute")).scalar_one()
         assert float(stored) == 5e13
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("extra_float_digits", [1, 0, -15])
+def test_money_is_stored_as_the_text_copy_stored_it_whatever_the_session_float_output(
+        postgres_url: str, extra_float_digits: int) -> None:
+    """Binary COPY stages money as float8 and converts it through float8's text output, which a database or role
+    setting ``extra_float_digits <= 0`` cuts to 15 significant digits: 1.0000499999999999 (Python's shortest digits,
+    which the text COPY sent) would become 1.00005000000000 and round to 1.0001 instead of 1.0000."""
+    engine = make_engine(postgres_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE {conn.engine.url.database} SET extra_float_digits = "
+                                 f"{extra_float_digits}")
+        engine.dispose()  # new sessions take the setting
+        init_schema(engine)
+        columns = ("order_id", "event_id", "customer_id", "country", "currency", "amount", "item_count", "event_time",
+                   "loaded_at")
+        amounts = {"o1": 1.0000499999999999, "o2": 0.30004999999999998, "o3": 1234567.0000499999}
+        with engine.begin() as conn:
+            upsert_rows(conn, orders, columns, [(k, f"e-{k}", "C1", "DE", "EUR", a, 1, T0, T0)
+                                                for k, a in amounts.items()], ["order_id"])
+        with engine.connect() as conn:
+            stored: dict[str, str] = dict(conn.execute(sa.text("SELECT order_id, amount::text FROM orders")).all())
+        assert stored == {k: str(Decimal(repr(a)).quantize(Decimal("0.0001"), ROUND_HALF_UP))
+                          for k, a in amounts.items()}
     finally:
         engine.dispose()

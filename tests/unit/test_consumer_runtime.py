@@ -3,11 +3,15 @@ and the warehouse helpers the sink-mode consumers rely on (on a temporary SQLite
 
 from __future__ import annotations
 
+import io
 import json
+from concurrent.futures import Future
 from datetime import date
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from confluent_kafka import TopicPartition
 
 from mbyn.consumers.contract import Batch, Record, StreamConsumer, decode_envelope
 from mbyn.consumers.dead_letter_sender import dead_letter_reason
@@ -15,6 +19,7 @@ from mbyn.consumers.runtime import ConsumerLoop
 from mbyn.contracts.envelope import MAX_VALUE_BYTES, make_envelope
 from mbyn.contracts.headers import decode_headers, encode_headers
 from mbyn.errors import PoisonRecordError, WarehouseError
+from mbyn.kafka.producer import DeliveryError
 from mbyn.settings import load_settings
 from mbyn.warehouse import init_schema, load_offsets, make_engine, store_offsets, upsert, utc_now
 from mbyn.warehouse.schema import fx_rates
@@ -153,3 +158,131 @@ def test_a_batch_is_handed_over_as_soon_as_nothing_more_is_waiting(waiting, hand
     assert queue.calls[0] == (1, 0.25), "only the first record is waited for"
     assert all(timeout == 0 for _, timeout in queue.calls[1:]), "then only what is already waiting is taken"
     assert len(queue.waiting) == waiting - handed_over
+
+
+class _Message:
+    """The bits of a confluent_kafka.Message the runtime reads."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"{}"
+
+
+@pytest.mark.parametrize(("revoked", "kept"), [([0, 1], [(1, 7)]), ([1], [(0, 5), (1, 7)])])
+def test_records_polled_before_a_rebalance_inside_the_drain_are_not_handed_over(revoked, kept):
+    """The drain's consume(n, 0) can run on_revoke (eager: every partition; cooperative: some). on_revoke was told
+    that everything polled is processed, and the partitions' positions go back to the committed/stored offsets: a
+    record fetched by an earlier consume call of the same poll must not be handed over afterwards (it would be
+    written for a partition another copy owns, then read and written again). What the call that ran the callback
+    returned is after the rebalance (librdkafka drops outdated records inside one call) and stays."""
+    class Sink(StreamConsumer):
+        name = "sink"
+        topics = ("orders",)
+        batch_size = 10
+
+    loop = ConsumerLoop(Sink(), load_settings())
+
+    class Kafka:
+        calls = 0
+
+        def consume(self, n: int, timeout: float) -> list[_Message]:
+            self.calls += 1
+            if self.calls == 1:
+                return [_Message("p-orders", 0, 5)]
+            if self.calls == 2:
+                loop._on_revoke(self, [TopicPartition("p-orders", p) for p in revoked])  # type: ignore[arg-type]
+                return [_Message("p-orders", 1, 7)]
+            return []
+
+    loop._kafka = Kafka()  # type: ignore[assignment]
+    assert [(m.partition(), m.offset()) for m in loop._poll()] == kept
+
+
+def test_a_failed_dead_letter_fails_the_flush_of_the_other_thread_too():
+    """With overlap the loop (decoding) and the writer thread (a record the sink refused) share one dead-letter
+    producer, whose failures are counted per producer, not per thread: the flush that sees a failure may be the
+    other thread's. The writer's own flush must still fail, or it stores offsets past its lost dead letter."""
+    class Sink(StreamConsumer):
+        name = "sink"
+        topics = ("orders",)
+
+    class Producer:
+        failed = 0
+
+        def flush_or_raise(self) -> None:
+            failed, self.failed = self.failed, 0
+            if failed:
+                raise DeliveryError(f"{failed} record(s) failed")
+
+    loop = ConsumerLoop(Sink(), load_settings())
+    loop._dlq = producer = Producer()  # type: ignore[assignment]
+    producer.failed = 1  # the writer's dead letter was refused; the loop's flush serves the delivery report
+    with pytest.raises(DeliveryError):
+        loop._flush_dead_letters()  # the loop's (decode) flush
+    with pytest.raises(DeliveryError):
+        loop._flush_dead_letters()  # the writer's flush, before it writes past the record
+
+
+def test_records_polled_while_the_write_before_failed_are_counted_abandoned():
+    """Overlap: batch N+1 is fetched while N is written; when N is abandoned (stop during an outage) N+1 is left
+    uncommitted too and the summary counts it (consumed = processed + dead_lettered + abandoned)."""
+    class Sink(StreamConsumer):
+        name = "sink"
+        topics = ("orders",)
+        overlap = True
+
+        def decode(self, record: Record) -> Any:
+            return {}
+
+    loop = ConsumerLoop(Sink(), load_settings())
+    failed: Future[bool] = Future()
+    failed.set_result(False)
+    loop.counters.abandoned = 3  # what the writer counted for batch N
+    loop._in_flight = (failed, Batch([record("orders", b"{}")] * 3, {("p-orders", 0): 3}))
+    records = [record("orders", b"{}", offset=o) for o in (3, 4)]
+    loop.counters.consumed += 5
+    assert loop._handle(records) is False
+    assert loop.counters.abandoned == 5 and loop.counters.batches == 0
+
+
+def test_a_batch_log_that_cannot_be_written_does_not_fail_a_committed_batch(engine, tmp_path):
+    """The batch log is written after COMMIT: a full disk there must not make the runtime treat the committed
+    batch as failed (record by record, each one committed again and dead-lettered as unexpected_error)."""
+    from mbyn.consumers.warehouse_loader import WarehouseLoader
+    from mbyn.warehouse.rows import ROWS
+
+    env = click()
+    loader = WarehouseLoader(load_settings(), engine=engine, batch_log=tmp_path / "b.jsonl")
+
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    loader._batch_log = Full()
+    rec = Record("clickstream", "p-clickstream", 0, 0, b"k", json.dumps(env).encode(), [], 1, env)
+    assert "clickstream" in ROWS
+    loader.process_batch(Batch([rec], {("p-clickstream", 0): 1}))  # must not raise
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM clicks")).scalar() == 1
+        assert load_offsets(conn, loader.group_id) == {("p-clickstream", 0): 1}
+    assert loader.rows_written == 1

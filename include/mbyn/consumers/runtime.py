@@ -10,7 +10,9 @@ sending dead letters in ``mbyn.consumers.dead_letter_sender``:
   ``isolation.level=read_committed`` (records of aborted transactions are never seen).
 * **Batches.** Adaptive: ``consume(1, batch_timeout)`` waits for a first record, then ``consume(n, 0)``
   takes what is already waiting, up to ``batch_size`` records; the batch is handed over as soon as nothing
-  more is waiting (never held back to fill up). Each record is decoded
+  more is waiting (never held back to fill up). A rebalance callback run by one of those calls drops what
+  the earlier calls returned for the partitions it revoked (re-read from the committed / stored offset by
+  their new owner), as librdkafka itself does within one call. Each record is decoded
   by ``consumer.decode(record)`` (default: the catalog envelope, validated against the topic's JSON
   Schema; a tombstone on a compacted topic decodes to ``None``). The batch handed to ``process_batch``
   holds the good records in poll order (``batch.by_partition()`` groups them per partition) and
@@ -85,7 +87,7 @@ from mbyn.consumers.contract import Batch, ConsumerCounters, PartitionKey, Polle
 from mbyn.consumers.dead_letter_sender import dead_letter_producer, send_dead_letter
 from mbyn.kafka.clients import wait_for_broker
 from mbyn.kafka.consumer import group_consumer
-from mbyn.kafka.producer import TopicProducer
+from mbyn.kafka.producer import DeliveryError, TopicProducer
 from mbyn.options import Args
 from mbyn.process import Progress, StopFlag, setup_logging
 from mbyn.settings import Settings
@@ -125,6 +127,10 @@ class ConsumerLoop:
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: tuple[Future[bool], Batch] | None = None
         self._write_failed = False
+        # A dead letter the broker refused: every later flush fails too, whichever thread saw the failure.
+        self._dlq_error: BaseException | None = None
+        # While ``_poll`` drains: the partitions a rebalance callback revoked (or lost) inside that consume call.
+        self._revoked: set[PartitionKey] | None = None
 
     # Properties consumers may use ---------------------------------------------------------------
 
@@ -212,11 +218,23 @@ class ConsumerLoop:
         return summary
 
     def _poll(self) -> list[Message]:
-        """Adaptive hand-over: wait up to ``batch_timeout`` for a first record, then take what is waiting."""
+        """Adaptive hand-over: wait up to ``batch_timeout`` for a first record, then take what is waiting.
+
+        A rebalance callback can run inside any of these consume calls. One call never returns records of a
+        partition it revoked (librdkafka drops outdated ones), but records an EARLIER call of this poll returned
+        for a revoked or lost partition are dropped here: ``on_revoke`` was told everything polled was processed,
+        and the partition is re-read from its committed / stored offset by whoever owns it now.
+        """
         kafka, size = self.kafka, self.app.batch_size
         messages = kafka.consume(1, self.app.batch_timeout)
         while messages and len(messages) < size:
-            more = kafka.consume(size - len(messages), 0)
+            self._revoked = set()
+            try:
+                more = kafka.consume(size - len(messages), 0)
+            finally:
+                revoked, self._revoked = self._revoked, None
+            if revoked:
+                messages = [m for m in messages if (m.topic(), m.partition()) not in revoked]
             if not more:
                 break
             messages.extend(more)
@@ -268,6 +286,7 @@ class ConsumerLoop:
             self._flush_dead_letters()
         batch = Batch(good, next_offsets)
         if not self._settle():  # the batch before must be written and committed first
+            self.counters.abandoned += len(good)  # left uncommitted with it (re-read on the next start)
             return False
         if app.overlap:
             if self._pool is None:
@@ -346,8 +365,17 @@ class ConsumerLoop:
             return self._dlq
 
     def _flush_dead_letters(self) -> None:
+        """Wait until the broker acknowledged every dead letter; raise if one was not. The producer counts
+        failures for both threads (overlap): once one flush raised, every later flush raises too, so the thread
+        whose dead letter it was never moves past it."""
         with self._dlq_lock:
-            self._dead_letters().flush_or_raise()
+            if self._dlq_error is not None:
+                raise DeliveryError(f"{self.app.name}: a dead letter was not acknowledged ({self._dlq_error})")
+            try:
+                self._dead_letters().flush_or_raise()
+            except Exception as exc:
+                self._dlq_error = exc
+                raise
 
     def dead_letter(self, record: Record, error: BaseException) -> None:
         """Send ``record`` to the dead-letters topic with its original bytes, key, headers and the reason.
@@ -378,6 +406,8 @@ class ConsumerLoop:
     def _on_revoke(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle()  # written and committed before the partitions go to another copy
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        if self._revoked is not None:
+            self._revoked.update(keys)
         self.app.on_revoke(self, keys)
         self.assignment.clear()
         self._last_rebalance = time.monotonic()
@@ -386,6 +416,8 @@ class ConsumerLoop:
     def _on_lost(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle()
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        if self._revoked is not None:
+            self._revoked.update(keys)
         log.warning("%s: lost %d partition(s) (session timed out); another copy owns them now", self.app.name,
                     len(keys))
         self.app.on_revoke(self, keys)

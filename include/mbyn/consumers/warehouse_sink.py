@@ -145,12 +145,23 @@ class WarehouseConsumer(StreamConsumer):
         if self._batch_log is None or not records:
             return
         committed_at = utc_now()
-        self._batch_log.write(json.dumps({
-            "loaded_at": self.loaded_at.isoformat(), "committed_at": committed_at.isoformat(),
-            "loaded_at_us": (self.loaded_at - _EPOCH) // _MICROSECOND,
-            "committed_at_us": (committed_at - _EPOCH) // _MICROSECOND,
-            "records": records, "rows": self.batch_rows, "group": self.group_id, "pid": os.getpid()}) + "\n")
-        self._batch_log.flush()
+        try:
+            self._batch_log.write(json.dumps({
+                "loaded_at": self.loaded_at.isoformat(), "committed_at": committed_at.isoformat(),
+                "loaded_at_us": (self.loaded_at - _EPOCH) // _MICROSECOND,
+                "committed_at_us": (committed_at - _EPOCH) // _MICROSECOND,
+                "records": records, "rows": self.batch_rows, "group": self.group_id, "pid": os.getpid()}) + "\n")
+            self._batch_log.flush()
+        except OSError as exc:
+            # The batch is committed: raising would make the runtime re-write it record by record and
+            # dead-letter rows that are in the warehouse. The log is diagnostics; it stops here, loudly.
+            log.error("%s: batch log %s cannot be written (%s); no more lines are written", self.name,
+                      self.batch_log, exc)
+            log_file, self._batch_log = self._batch_log, None
+            try:
+                log_file.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._batch_log is not None:

@@ -10,9 +10,12 @@
   with ``set_types``; no SQLAlchemy processing) into a session-local staging table, then one ``INSERT INTO t
   SELECT ... FROM staging ON CONFLICT ...`` moves them (two statements per batch instead of one per row).
   Money (``Numeric`` read back as float) is staged as ``float8`` and moved as ``CAST(CAST(x AS text) AS
-  numeric)``: PostgreSQL writes a float8 as its shortest exact digits, as Python's ``repr`` does, so the
-  stored decimal is the one a text COPY of the float stores. A value the binary dumper cannot encode (an
-  integer out of range) is refused as a database error would be. SQLite: one prepared statement run as
+  numeric)`` with ``extra_float_digits = 1`` for the transaction: PostgreSQL then writes a float8 as its
+  shortest exact digits, as Python's ``repr`` does, so the stored decimal is the one a text COPY of the float
+  stores — for every value a ``NUMERIC(14, 4)`` column holds (beyond 2**53, an int is rounded to a float8,
+  and a float at an exact decimal tie such as 1e23 may be written with other digits). A value the binary
+  dumper cannot encode (an integer out of range, a naive datetime for a ``timestamptz``, a non-str for text)
+  is refused as a database error would be. SQLite: one prepared statement run as
   ``executemany`` (a multi-row ``VALUES`` is slower there), with SQLAlchemy's bind processors applied, so
   stored values are identical to an ORM/Core insert. Both run in the caller's transaction. Rows with the
   same key inside one call are collapsed to the last one, because PostgreSQL refuses to update a row twice in
@@ -333,8 +336,11 @@ def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...], keys: tuple[
     staged = ", ".join(f"CAST({q(c.name)} AS {_copy_type(c.type)}) AS {q(c.name)}"
                        if c.name in money or _copy_type(c.type) == "int8" else q(c.name) for c in table.columns)
     moved = ", ".join(f"CAST(CAST({q(c)} AS text) AS numeric)" if c in money else q(c) for c in columns)
+    # float8's text output is its shortest exact digits only while extra_float_digits > 0 (the default, 1); a
+    # database or role set to <= 0 would cut money to 15 (or fewer) significant digits before it is rounded.
+    exact_floats = "SET LOCAL extra_float_digits = 1; " if money.intersection(columns) else ""
     return _UpsertPlan(
-        insert=f"INSERT INTO {q(table.name)} ({names}) SELECT {moved} FROM {staging} {conflict}; "
+        insert=f"{exact_floats}INSERT INTO {q(table.name)} ({names}) SELECT {moved} FROM {staging} {conflict}; "
                f"DELETE FROM {staging}",
         processors=plan_processors,
         create_staging=f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
