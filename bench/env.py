@@ -85,8 +85,21 @@ class BenchEnv:
         broker = load_settings(**{**_fields(broker), "bootstrap_servers": state.bootstrap_servers})
         env = cls(root=root, broker=broker)
         if with_postgres:
-            env._start_postgres()
+            try:
+                env._start_postgres()
+            except BaseException:  # Ctrl-C while PostgreSQL starts: stop it (if it got that far) and the broker
+                env._stop_half_started_postgres()
+                cluster.down(env.broker)
+                raise
         return env
+
+    def _stop_half_started_postgres(self) -> None:
+        from mbyn.local import postgres as postgres_local
+
+        try:
+            postgres_local.down(self.postgres or load_settings(var_dir=self.root / "pg"))
+        except Exception as exc:  # noqa: BLE001 - best effort on the way out; the interrupt is what matters
+            log(f"could not stop the half-started PostgreSQL: {type(exc).__name__}: {exc}")
 
     def _start_postgres(self) -> None:
         from mbyn.errors import MbynError
@@ -179,12 +192,39 @@ def run(cmd: Sequence[str], env: Mapping[str, str], timeout: float, log_file: Pa
     return finished
 
 
+#: Every background process ``start`` started, so that an interrupted run can stop those still running
+#: (``stop_started``): a SIGTERM to the bench reaches none of them, and an exception while waiting for one of
+#: several copies (``run_loaders``, the scaling stage) leaves the others running.
+STARTED: list[subprocess.Popen[str]] = []
+
+
 def start(cmd: Sequence[str], env: Mapping[str, str], log_file: Path) -> subprocess.Popen[str]:
     """Start ``cmd`` in the background (stdout piped, stderr to ``log_file``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as err:
-        return subprocess.Popen(list(cmd), env=dict(env), stdout=subprocess.PIPE, stderr=err, text=True,
+        proc = subprocess.Popen(list(cmd), env=dict(env), stdout=subprocess.PIPE, stderr=err, text=True,
                                 cwd=PROJECT_ROOT)
+    STARTED.append(proc)
+    return proc
+
+
+def stop_started(grace_s: float = 15.0) -> int:
+    """SIGTERM every process ``start`` started that is still running, SIGKILL after ``grace_s``; how many."""
+    alive = [p for p in STARTED if p.poll() is None]
+    for proc in alive:
+        try:
+            proc.terminate()
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace_s
+    for proc in alive:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    STARTED.clear()
+    return len(alive)
 
 
 def finish(proc: subprocess.Popen[str], started: float, log_file: Path, what: str, timeout: float) -> Finished:

@@ -18,7 +18,9 @@ run of its hot path. The raw results — every run's figures — go to ``bench/r
 (committed), and BENCHMARKS.md and the plots are generated from that file (``bench/report.py``, which can
 regenerate them: ``python bench/report.py bench/results/results.json``). ``--smoke``: tiny sizes, everything
 under ``var/bench/smoke/``, no number asserted. Logs of every process: ``var/bench/<run>/``.
-Ctrl-C stops the run; the broker, PostgreSQL and Airflow it started are stopped on the way out.
+Ctrl-C (or SIGTERM) stops the run; the loaders and producers, the broker, PostgreSQL and Airflow it started
+are stopped on the way out. The raw figures are saved in the run's folder before the verdicts are computed,
+and ``bench/report.py`` recomputes the verdicts from the raw figures (``bench/verdicts.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import airflow_latency, consume, latency, memory, produce, profiling, report, scaling
-from bench.env import BenchEnv, Stage, log, machine, worker
-from bench.verdicts import figure, sink_name
+from bench.env import BROKER_HEAP, BenchEnv, Stage, log, machine, stop_started, worker
+from bench.verdicts import sink_name, targets
 from mbyn.settings import PROJECT_ROOT
 
 SEED = 42
@@ -78,16 +80,6 @@ SMOKE = Sizes(runs=1, consume_records=3000, loader_duration=None, latency_runs=(
               generator_total=2000, memory_records=100_000, memory_every=10_000, memory_max_s=5 * 60, alerts=0,
               airflow_budget_s=0, profile_records=2000, profile_loader_seconds=None)
 
-# Targets (never lowered) — issue #14's table, then the alert → DAG target of issue #8.
-POSTGRES_ROWS_PER_S = 100_000
-COPY_RATIO = 0.5
-P99_MS_AT_5K = 100.0
-PRODUCER_RATIO = 0.5
-GENERATOR_PER_S = 50_000
-RSS_GROWTH_MB = 10.0
-ALERT_TO_RUN_S = 5.0
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
@@ -113,20 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
     results: dict[str, Any] = {"smoke": args.smoke, "sizes": {**asdict(sizes), "produce": asdict(produce_sizes)},
-                               "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                               "machine": {**machine(), "broker_heap": BROKER_HEAP},
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                "logs": str(root.relative_to(PROJECT_ROOT))}
     log(f"bench {'smoke ' if args.smoke else ''}run in {root}; "
         f"load average {results['machine']['load_average_1_5_15']}")
-    env = BenchEnv.start(root)
+    env: BenchEnv | None = None
     try:
+        env = BenchEnv.start(root)
         results.update(measure(env, sizes, produce_sizes, skip_airflow=args.skip_airflow or args.smoke))
+        # The raw figures first, in the run's folder: nothing after this (verdicts, profiles) can lose them.
+        (root / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         results["targets"] = targets(results)
         results["profiles"] = profiles(env, results, sizes)
     except KeyboardInterrupt:
         log("interrupted: stopping what the bench started")
         return 130
     finally:
-        env.stop()
+        left = stop_started()  # loaders, producers, profiled runs still running (a SIGTERM reaches none of them)
+        if left:
+            log(f"stopped {left} process(es) the bench had started")
+        if env is not None:
+            env.stop()
     results["seconds"] = time.monotonic() - started
     results["machine"]["load_average_end"] = list(machine()["load_average_1_5_15"])
     results_file.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +161,10 @@ def measure(env: BenchEnv, sizes: Sizes, produce_sizes: Any, skip_airflow: bool)
     out["source_prefix"] = source.prefix
     out["consume"] = consume.measure(env, source, per_topic, sizes.runs, sizes.loader_duration)
     out["consume"]["data_set"] = {k: data[k] for k in ("name", "records", "records_per_s", "per_topic") if k in data}
+    from mbyn.catalog import load_catalog
+
+    catalog = load_catalog().topics
+    out["consume"]["partitions"] = {topic: catalog[topic].partitions for topic in per_topic if topic in catalog}
     stage_seconds(out, "consume", t)
 
     t = time.monotonic()
@@ -205,67 +209,6 @@ def airflow(env: BenchEnv, sizes: Sizes, skip: bool) -> dict[str, Any]:
         # An optional stage: say why it is missing and keep the other stages' results.
         log(f"airflow: not measured: {type(exc).__name__}: {exc}")
         return {"measured": False, "reason": f"the stage failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"}
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue #14's targets in its order (+ alert → DAG): measured value and met / missed / reported / not measured.
-
-    Each sink is judged on its own: a target over several sinks is met only if every measured sink meets it.
-    """
-    consume_rows = {r["key"]: r for r in results["consume"]["rows"]}
-    cp, pg, sqlite = consume_rows["cp"], consume_rows.get("postgresql"), consume_rows.get("sqlite")
-    copy = results["consume"].get("postgres_copy")
-    out: list[dict[str, Any]] = [
-        {"key": "postgres", "target": "loader → PostgreSQL, exactly once, rows/s counted",
-         "threshold": f"≥ {POSTGRES_ROWS_PER_S:,}",
-         "value": figure(pg, "rows_per_s", "rows_min", "rows_max", " rows/s") if pg else "not measured",
-         "met": None if pg is None else pg["rows_per_s"] >= POSTGRES_ROWS_PER_S},
-        {"key": "copy_ratio", "target": "loader rows/s ÷ PostgreSQL's own COPY of the same rows (psql `\\copy` "
-                                        "from a file, same run) — the sink's physical limit",
-         "threshold": f"≥ {COPY_RATIO}",
-         "value": f"{pg['copy_ratio']:.2f}× ({pg['rows_per_s']:,.0f} ÷ {copy['rows_per_s']:,.0f} rows/s)"
-         if pg and copy else "not measured",
-         "met": None if not (pg and copy) else pg["copy_ratio"] >= COPY_RATIO},
-        {"key": "consumer_ratio", "target": "loader records/s ÷ ConsumerPerformance records/s (same topics, "
-                                            "≥ 1M records)",
-         "threshold": "reported",
-         "value": "; ".join(f"{r['sink'].replace('postgresql', 'PostgreSQL').replace('sqlite', 'SQLite')} "
-                            f"{r['ratio']:.3f}×" for r in (pg, sqlite) if r)
-         + f" (ConsumerPerformance {cp['records_per_s']:,.0f} records/s over {cp['records']:,} records)",
-         "met": "reported"},
-    ]
-    at5k = [r for r in results["latency"]["rows"] if r["rate"] == 5000]
-    out.append({"key": "latency", "target": "end-to-end p99 at 5k msg/s, commit included",
-                "threshold": f"≤ {P99_MS_AT_5K:.0f} ms",
-                "value": "; ".join(f"{sink_name(r['sink'])} {figure(r, 'p99', 'p99_min', 'p99_max', ' ms')} (achieved "
-                                   f"{r['achieved_rate']:,.0f} msg/s)" for r in at5k) or "5k msg/s not run",
-                "met": all(r["p99"] <= P99_MS_AT_5K and r["achieved_rate"] >= 0.95 * 5000 for r in at5k)
-                if at5k else None})
-    prod = results["produce"]
-    py = next((r for r in prod["rows"] if r.get("key") == "python"), None)
-    pp = next((r for r in prod["rows"] if r.get("key") == "pp"), None)
-    out.append({"key": "producer", "target": "Python produce path ÷ ProducerPerformance, same bytes and settings",
-                "threshold": f"≥ {PRODUCER_RATIO}",
-                "value": f"{prod['ratio']:.2f}× ({figure(py)} ÷ {figure(pp)} records/s)" if py and pp else
-                "not measured", "met": prod["ratio"] >= PRODUCER_RATIO if py and pp else None})
-    gen = results["generation"]
-    out.append({"key": "generation", "target": "Faker generator records/s on one core",
-                "threshold": f"≥ {GENERATOR_PER_S:,}", "value": f"{figure(gen)} records/s",
-                "met": gen["records_per_s"] >= GENERATOR_PER_S})
-    mem = results["memory"]
-    out.append({"key": "memory", "target": "`mbyn produce clickstream` RSS growth over 10M records",
-                "threshold": f"≤ {RSS_GROWTH_MB:.0f} MB",
-                "value": f"{mem['growth_max_mib'] * 1.048576:+.2f} MB highest ({mem['growth_last_mib'] * 1.048576:+.2f}"
-                         f" MB at the end) over {mem['records']:,} records",
-                "met": mem["growth_max_mib"] * 1.048576 <= RSS_GROWTH_MB if mem["records"] >= 10_000_000 else None,
-                "note": "" if mem["records"] >= 10_000_000 else
-                f"not judged: {mem['records']:,} of 10M records reached ({mem['stopped_by']})"})
-    air = results["airflow"]
-    out.append({"key": "airflow", "target": "alert → DAG run started", "threshold": f"≤ {ALERT_TO_RUN_S:.0f} s",
-                "value": f"median {air['median_s']:.2f} s, max {air['max_s']:.2f} s over {len(air['samples'])} alerts"
-                if air.get("measured") else "not measured in this run",
-                "met": air["max_s"] <= ALERT_TO_RUN_S if air.get("measured") else None})
-    return out
 
 
 def profiles(env: BenchEnv, results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
