@@ -332,14 +332,21 @@ def orders_as_loaded(settings: Settings) -> dict[str, tuple[str, ...]]:
                                                                         "FROM orders")}
 
 
-def test_a_sigkill_before_the_offsets_are_stored_writes_no_row_twice(warehouse, tmp_path):
+def count_writes_and_produce(warehouse: Settings, seed: int, records: int) -> str:
+    """Count every write of clicks/orders rows (``count_writes``), then produce ``records`` clickstream/orders
+    events of ``shop_events(seed)``; the warehouse URL."""
     url = warehouse.warehouse()
     count_writes(url, "clicks", ["event_id"])
     count_writes(url, "orders", ["order_id"])
     producer = TopicProducer("test", warehouse)
-    for e in islice((e for e in shop_events(seed=13) if e.topic in ("clickstream", "orders")), 1500):
+    for e in islice((e for e in shop_events(seed=seed) if e.topic in ("clickstream", "orders")), records):
         assert producer.send(e.topic, e.value, e.key)
     producer.flush_or_raise()
+    return url
+
+
+def test_a_sigkill_before_the_offsets_are_stored_writes_no_row_twice(warehouse, tmp_path):
+    url = count_writes_and_produce(warehouse, seed=13, records=1500)
 
     # Killed as it stores the offsets of its 4th batch: that batch's rows are written but not committed.
     run_until_killed(["--kill-before-sql", "kafka_offsets", "--after", "4"],
@@ -381,13 +388,7 @@ class SlowLoader(WarehouseLoader):
 
 
 def test_a_rebalance_and_a_stop_during_an_in_flight_write_lose_and_duplicate_nothing(warehouse, tmp_path):
-    url = warehouse.warehouse()
-    count_writes(url, "clicks", ["event_id"])
-    count_writes(url, "orders", ["order_id"])
-    producer = TopicProducer("test", warehouse)
-    for e in islice((e for e in shop_events(seed=17) if e.topic in ("clickstream", "orders")), 900):
-        assert producer.send(e.topic, e.value, e.key)
-    producer.flush_or_raise()
+    url = count_writes_and_produce(warehouse, seed=17, records=900)
 
     stop_a = StopFlag()
     a_log = tmp_path / "a.jsonl"
