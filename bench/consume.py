@@ -33,6 +33,8 @@ from typing import Any
 from bench.env import Stage, finish, libpq_env, log, mbyn, psql_cmd, run, spread, start
 
 CP_CLASS = "org.apache.kafka.tools.ConsumerPerformance"
+CP_INTERVAL_MS = 100  # its detailed-stats interval
+CP_WARMUP_S = 0.5  # the first half second after its first record is its warm-up (JIT, first fetches)
 PROFILER = Path(__file__).resolve().parent / "profiling.py"
 IDLE_EXIT_S = 3
 WARMUP_S = 1.0  # commits in the first second after the first commit are the warm-up
@@ -45,42 +47,71 @@ RECORD_TABLES = ("clicks", "orders")  # one row per Kafka record of this data se
 
 
 def consumer_performance(stage: Stage, topic: str, messages: int, group: str) -> dict[str, Any]:
-    """One ConsumerPerformance process over ``messages`` records of ``topic`` in group ``group``."""
+    """One ConsumerPerformance process over ``messages`` records of ``topic`` in group ``group``.
+
+    With ``--show-detailed-stats`` it prints the cumulative records every ``CP_INTERVAL_MS``; the warm figure is
+    the records read between the first line at least ``CP_WARMUP_S`` after the first record (the JIT and the
+    first fetches are the warm-up) and the last line, over the time between them. A topic too small to have a
+    line after its warm-up has no warm figure (``warm_records`` 0).
+    """
     from mbyn.local.kafka import java_cmd
 
     cmd = java_cmd(stage.settings, CP_CLASS, "--bootstrap-server", stage.settings.bootstrap(), "--topic", topic,
-                   "--messages", str(messages), "--group", group, "--timeout", "30000",
-                   heap="512m", logs_dir=stage.folder / "logs")
+                   "--messages", str(messages), "--group", group, "--timeout", "30000", "--show-detailed-stats",
+                   "--reporting-interval", str(CP_INTERVAL_MS), heap="512m", logs_dir=stage.folder / "logs")
     done = run(cmd, stage.env(), timeout=900, log_file=stage.folder / f"{group}.log", what="ConsumerPerformance")
-    lines = [line for line in done.stdout.splitlines() if re.match(r"^\d{4}-\d\d-\d\d", line.strip())]
-    if not lines:
-        raise RuntimeError(f"ConsumerPerformance printed no result:\n{done.stdout[-2000:]}")
-    fields = [f.strip() for f in lines[-1].split(",")]
-    # start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec,
-    # rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
-    records = int(fields[4])
-    if records < messages:
-        raise RuntimeError(f"ConsumerPerformance read {records} of {messages} records of {topic}")
-    return {"topic": topic, "records": records, "mb": float(fields[2]), "fetch_ms": float(fields[7]),
-            "rebalance_ms": float(fields[6]), "records_per_s": float(fields[9]),
+    if "Exiting before consuming" in done.stdout + done.stderr_tail:
+        raise RuntimeError(f"ConsumerPerformance read fewer than {messages} records of {topic}:\n{done.stderr_tail}")
+    return {"topic": topic, "messages": messages, **cp_progress(done.stdout),
             "wall_seconds": round(done.seconds, 2)}
 
 
+def cp_progress(stdout: str, warmup_s: float = CP_WARMUP_S) -> dict[str, Any]:
+    """The warm window of ConsumerPerformance's detailed-stats lines (time, threadId, MB, MB/s, records, ...)."""
+    points = []
+    for line in stdout.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) >= 10 and re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3}$", fields[0]):
+            at = datetime.strptime(fields[0], "%Y-%m-%d %H:%M:%S:%f").timestamp()
+            points.append((at, int(fields[4]), float(fields[2]), float(fields[7])))
+    if not points:
+        raise RuntimeError(f"ConsumerPerformance printed no progress line:\n{stdout[-2000:]}")
+    first = points[0][0]
+    warm = next((i for i, point in enumerate(points) if point[0] >= first + warmup_s), None)
+    if warm is None or warm == len(points) - 1:
+        records, seconds, mb = 0, 0.0, 0.0
+    else:
+        records = points[-1][1] - points[warm][1]
+        seconds = points[-1][0] - points[warm][0]
+        mb = points[-1][2] - points[warm][2]
+    return {"warm_records": records, "warm_seconds": round(seconds, 3), "warm_mb": round(mb, 3),
+            "warmup_records": points[warm][1] if warm is not None else points[-1][1],
+            "records_per_s": records / seconds if seconds else 0.0, "lines": len(points),
+            # the whole run (fetch time of every interval), for a data set too small for a warm figure (smoke)
+            "all_records": points[-1][1], "all_seconds": round(sum(point[3] for point in points) / 1000, 3)}
+
+
 def consumer_performance_runs(source: Stage, per_topic: dict[str, int], runs: int) -> dict[str, Any]:
-    """``runs`` passes over every topic of the data set; rate = records / summed fetch time, per pass."""
+    """``runs`` passes over every topic of the data set; rate = warm records / warm seconds over the topics."""
     passes = []
     for i in range(runs):
         parts = [consumer_performance(source, source.prefix + topic, n, f"{source.prefix}perf-consumer-{i + 1}")
                  for topic, n in per_topic.items() if n]
-        records = sum(p["records"] for p in parts)
-        fetch_s = sum(p["fetch_ms"] for p in parts) / 1000
-        passes.append({"records": records, "seconds": fetch_s, "records_per_s": records / max(fetch_s, 1e-9),
-                       "long_enough": fetch_s >= LONG_ENOUGH_S or records >= LONG_ENOUGH_RECORDS, "topics": parts})
-        log(f"consume: ConsumerPerformance run {i + 1}/{runs}: {passes[-1]['records_per_s']:,.0f} records/s")
+        records = sum(p["warm_records"] for p in parts)
+        seconds = sum(p["warm_seconds"] for p in parts)
+        warmup = sum(p["warmup_records"] for p in parts)
+        if not records:  # too small a data set for a warm figure: the whole run, judged "no warm-up left out"
+            records, warmup = sum(p["all_records"] for p in parts), 0
+            seconds = max(sum(p["all_seconds"] for p in parts), 1e-3)
+        passes.append({"records": records, "seconds": seconds, "records_per_s": records / seconds,
+                       "warmup_records": warmup,
+                       "long_enough": seconds >= LONG_ENOUGH_S or records >= LONG_ENOUGH_RECORDS, "topics": parts})
+        log(f"consume: ConsumerPerformance run {i + 1}/{runs}: {passes[-1]['records_per_s']:,.0f} records/s over "
+            f"{records:,} records after the warm-up")
     rate = spread([p["records_per_s"] for p in passes])
     return {"key": "cp", "name": "Kafka ConsumerPerformance (Java)", "sink": "none (discards)",
             "records": passes[0]["records"], "records_per_s": rate["median"], "min": rate["min"],
-            "max": rate["max"], "runs": passes}
+            "max": rate["max"], "warmup_s": CP_WARMUP_S, "interval_ms": CP_INTERVAL_MS, "runs": passes}
 
 
 # The loader and its batch log ----------------------------------------------------------------------------

@@ -278,13 +278,18 @@ def _partitions(c: dict[str, Any]) -> str:
 
 def consume_section(results: dict[str, Any], add: Any, img: Any) -> None:
     c = results["consume"]
+    cp = next((r for r in c["rows"] if r["key"] == "cp"), {})
     add("## 2. Consume → warehouse")
     add("")
     add(f"The data set: {c['records']:,} generator records (keyed JSON envelopes with headers: "
         + ", ".join(f"{n:,} {t}" for t, n in c["per_topic"].items())
         + f", {_partitions(c)}), written once and read by every side. ConsumerPerformance takes one topic: it "
-        "reads each topic in turn and discards the records; its rate is their records / the sum of its "
-        "`fetch.time.ms` (group join excluded). The exactly-once warehouse-loader (`mbyn consume warehouse-loader "
+        "reads each topic in turn and discards the records; "
+        + (f"its rate is the records it read after a warm-up of {cp['warmup_s']} s from its first record / the "
+           f"time they took, from its progress lines every {cp['interval_ms']} ms (`--show-detailed-stats`). "
+           if "warmup_s" in cp else "its rate is their records / the sum of its `fetch.time.ms` (group join "
+           "excluded). ")
+        + "The exactly-once warehouse-loader (`mbyn consume warehouse-loader "
         "--batch-log FILE`) reads both topics at once into a fresh warehouse per run (the offsets live in the "
         "warehouse, so every run starts from the earliest), decodes and validates every envelope, builds rows and "
         "writes each batch with its offsets in one transaction. Its figures are counted from the batch log "
@@ -299,9 +304,12 @@ def consume_section(results: dict[str, Any], add: Any, img: Any) -> None:
            "— NOT in every run — exactly the rows the batch logs count (see `log_matches_warehouse` in the raw "
            "results).")
         + " Differences that remain: ConsumerPerformance reads the topics one after the other, one JVM each, and "
-          "its JIT warm-up is inside its timed fetch (it has no warm-up option): the smaller topic's pass is mostly "
-          "warm-up (the per-topic rates are in the last column), which lowers its rate and flatters the ratios to "
-          "it; it commits no offsets; the loader reads both "
+        + ("a topic smaller than its warm-up adds no warm records (the per-topic rates are in the last column); "
+           if "warmup_s" in cp else
+           "its JIT warm-up is inside its timed fetch (it has no warm-up option): the smaller topic's pass is mostly "
+           "warm-up (the per-topic rates are in the last column), which lowers its rate and flatters the ratios to "
+           "it; ")
+        + "it commits no offsets; the loader reads both "
           "topics at once and commits rows and offsets in the database.")
     if c.get("postgres_error"):
         add("")

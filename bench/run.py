@@ -70,7 +70,7 @@ class Sizes:
     profile_loader_seconds: float | None
 
 
-FULL = Sizes(runs=3, consume_records=1_100_000, loader_duration=30,
+FULL = Sizes(runs=3, consume_records=3_000_000, loader_duration=45,
              latency_runs=(("postgresql", 1000, None), ("postgresql", 5000, None), ("postgresql", 20000, None)),
              latency_seconds=20, replicas=(1, 2, 3, 4), replica_seconds=30, generator_instances=(1, 2, 4),
              generator_total=60_000, memory_records=10_000_000, memory_every=100_000, memory_max_s=10 * 60, alerts=3,

