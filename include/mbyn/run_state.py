@@ -25,8 +25,9 @@ tells the commands typed next to a running pipeline where it is::
      "warehouse_password": <the marker LOCAL_POSTGRES_PASSWORD or null>, "airflow_url": <URL or null>}
 
 The local PostgreSQL's password is not copied: the URL is stored without it and ``warehouse_password`` holds
-the marker ``local-postgres``; the reader takes the password from that server's own file (``var/postgres/password``)
-and only for a URL on 127.0.0.1/localhost at the record's ``postgres_port`` — the record names no path.
+the marker ``local-postgres``; the reader takes the password from that server's own file of the URL's role
+(``var/postgres/password``, ``password-mbyn_loader``, ``password-mbyn_reader``) and only for a URL on
+127.0.0.1/localhost at the record's ``postgres_port`` — the record names no path.
 ``use_running_pipeline`` applies the record to the settings of a command — only the values the user did not
 set (``MBYN_*`` variables and options win, decided before the record is read); a file whose pid is not alive
 is ignored silently (a run killed with SIGKILL leaves it behind), and so defaults apply as without a run.
@@ -49,12 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from mbyn.files import atomic_write_json
 from mbyn.process import pid_alive
-from mbyn.settings import Settings, hide_password
+from mbyn.settings import POSTGRES_LOADER, POSTGRES_READER, POSTGRES_SUPERUSER, Settings, hide_password
 
 #: A copy that exited this many times within the window is shown as crash-looping.
 CRASH_LOOP_RESTARTS = 3
@@ -172,10 +173,15 @@ LOCAL_POSTGRES_PASSWORD = "local-postgres"  # pragma: allowlist secret - a marke
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
-def local_postgres_password_file(settings: Settings) -> Path:
-    """The local PostgreSQL's password file: ``mbyn.local.postgres.LocalPostgres.password_file`` (the layers
-    keep run_state below mbyn.local, so the location is derived here; a unit test checks they agree)."""
-    return settings.var_dir / "postgres" / "password"
+def local_postgres_password_file(settings: Settings, role: str = POSTGRES_SUPERUSER) -> Path:
+    """The local PostgreSQL's password file of ``role`` (``Settings.local_postgres_password_file``, the one
+    place ``mbyn.local.postgres`` writes it; a unit test checks they agree)."""
+    return settings.local_postgres_password_file(role)
+
+
+def _role(url: URL) -> str:
+    """The local PostgreSQL role a URL logs in as whose password file may be read (the superuser otherwise)."""
+    return url.username if url.username in (POSTGRES_LOADER, POSTGRES_READER) else POSTGRES_SUPERUSER
 
 
 def process_start(pid: int) -> str | None:
@@ -200,7 +206,7 @@ def write_pipeline(settings: Settings, *, pid: int, airflow_url: str | None = No
     url, marker = settings.warehouse(), None
     try:
         parsed = make_url(url)
-        stored = _read_private(local_postgres_password_file(settings), owner_only=False).strip()
+        stored = _read_private(local_postgres_password_file(settings, _role(parsed)), owner_only=False).strip()
     except (ArgumentError, ValueError, OSError):
         parsed, stored = None, None
     if (parsed is not None and parsed.password and parsed.password == stored and parsed.host in _LOCAL_HOSTS
@@ -319,7 +325,7 @@ def _warehouse_url(settings: Settings, document: dict[str, Any]) -> str:
     if parsed.host not in _LOCAL_HOSTS or parsed.port != document["postgres_port"]:
         raise _Ignored(f"warehouse_url {shown(url)} is not the local PostgreSQL (127.0.0.1:"
                        f"{document['postgres_port']}), so it does not get its password")
-    password_file = local_postgres_password_file(settings)
+    password_file = local_postgres_password_file(settings, _role(parsed))
     try:
         password = _read_private(password_file, owner_only=False).strip()
     except (OSError, ValueError) as exc:

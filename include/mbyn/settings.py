@@ -17,6 +17,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mbyn.errors import ConfigError
 
+#: Roles and database of the project-started PostgreSQL (``mbyn.local.postgres``): the superuser only sets the
+#: server up; the loader owns and writes the warehouse tables (workers, Airflow); the reader may only SELECT
+#: (``mbyn sql``, ``mbyn status``, the pipeline view).
+POSTGRES_SUPERUSER, POSTGRES_LOADER, POSTGRES_READER = "mbyn", "mbyn_loader", "mbyn_reader"
+POSTGRES_DATABASE = "mbyn"
+
+
+def postgres_password_name(role: str) -> str:
+    """The name of the 0600 file holding ``role``'s password beside the project-started PostgreSQL's data."""
+    return "password" if role == POSTGRES_SUPERUSER else f"password-{role}"
+
 #: The repository root (``include/mbyn/settings.py`` → three levels up).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INCLUDE_DIR = PROJECT_ROOT / "include"
@@ -48,6 +59,12 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the warehouse. Unset: a SQLite file under var/.",
     )
+    warehouse_read_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a read-only role for `mbyn sql`, `mbyn status` and the pipeline view. "
+                    "Unset: the local PostgreSQL's mbyn_reader when the warehouse is that server, else "
+                    "MBYN_WAREHOUSE_URL (in a read-only transaction).",
+    )
     topic_prefix: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]*$",
@@ -64,6 +81,11 @@ class Settings(BaseSettings):
     )
     kafka_password: SecretStr | None = Field(
         default=None, description="Password of MBYN_KAFKA_USERNAME (security=scram); never logged.",
+    )
+    viewer_kafka_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the read-only `viewer` principal the pipeline view reads as inside Airflow "
+                    "(security=scram). Unset: from the local secret store of `mbyn kafka up --security scram`.",
     )
     postgres_port: int = Field(
         default=5433, ge=1024, le=65000,
@@ -83,9 +105,11 @@ class Settings(BaseSettings):
         default=8080, ge=1024, le=65000,
         description="Port of the local Airflow API server and UI (`mbyn airflow up`); never the log-server ports.",
     )
-    airflow_password: str = Field(
-        default="admin", min_length=1,
-        description="Password of the `admin` user of the local Airflow (written before it starts).",
+    airflow_password: SecretStr | None = Field(
+        default=None,
+        description="Overrides the password of the `admin` user of the local Airflow (written before it starts). "
+                    "Unset: a random one generated at first start, kept 0600 under var/airflow/ "
+                    "(`mbyn airflow password`).",
     )
     fx_url: str = Field(
         default="https://www.ecb.europa.eu/stats/eurofxref/",
@@ -112,6 +136,12 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=3600,
         description="A landing file is picked up only when unmodified for this many seconds.",
     )
+    view_export: bool = Field(
+        default=True,
+        description="Whether the pipeline view may export a topic's records (JSON/CSV download; raw records "
+                    "can hold customers' names and e-mails). false: the export routes answer 403 and the page "
+                    "hides the links; browsing stays.",
+    )
 
     @field_validator("var_dir")
     @classmethod
@@ -125,6 +155,13 @@ class Settings(BaseSettings):
         if value in (log_port, log_port + 1):
             raise ValueError(f"{value} is taken by the Airflow log servers ({log_port} and {log_port + 1}); "
                              "choose another port")
+        return value
+
+    @field_validator("airflow_password")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 8:
+            raise ValueError("use at least 8 characters, or unset it for a random password")
         return value
 
     @field_validator("bootstrap_servers")
@@ -167,6 +204,10 @@ class Settings(BaseSettings):
     @property
     def airflow_home(self) -> Path:
         return self.var_dir / "airflow"
+
+    def local_postgres_password_file(self, role: str = POSTGRES_SUPERUSER) -> Path:
+        """The 0600 file holding ``role``'s password on the project-started PostgreSQL (``var/postgres/``)."""
+        return self.var_dir / "postgres" / postgres_password_name(role)
 
     @property
     def cluster_file(self) -> Path:
@@ -227,7 +268,8 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             name = "MBYN_" + "_".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+            shown = "***" if "PASSWORD" in name else repr(err.get("input"))  # never echo a secret
+            lines.append(f"{name}: {err['msg']} (got {shown})")
         raise ConfigError("invalid setting(s):\n  " + "\n  ".join(lines)) from None
 
 

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def _secret_stores(var: Path) -> set[Path]:
     """The files whose job is to hold a secret (0600): the only places a password may be written."""
     kafka = var / "kafka"
-    return {kafka / "scram-credentials.json", var / "postgres" / "password", *kafka.glob("client-*.properties"),
+    return {kafka / "scram-credentials.json", *(var / "postgres").glob("password*"), *kafka.glob("client-*.properties"),
             *kafka.glob("n*-scram/node-*/server.properties"), *var.glob("airflow/*passwords*")}
 
 
@@ -55,11 +55,13 @@ def test_run_prints_and_logs_no_password() -> None:
         output = run.stdout + run.stderr
         assert run.returncode == 0, output[-3000:]
         # the start-up path ran to the end: the banner shows the warehouse, masked, and where to get the URL
-        assert "Warehouse           postgresql+psycopg://mbyn:***@127.0.0.1:" in output, output[-3000:]
+        assert "Warehouse           postgresql+psycopg://mbyn_loader:***@127.0.0.1:" in output, output[-3000:]
         assert "mbyn postgres url" in output
 
-        generated = {"PostgreSQL password": (var / "postgres" / "password").read_text().strip(),
-                     "MBYN_AIRFLOW_PASSWORD": airflow_password}
+        generated = {f"PostgreSQL {path.name}": path.read_text().strip()
+                     for path in (var / "postgres").glob("password*")}
+        assert len(generated) == 3  # the superuser, the loader and the reader
+        generated["MBYN_AIRFLOW_PASSWORD"] = airflow_password
         scram = json.loads((var / "kafka" / "scram-credentials.json").read_text())
         generated.update({f"SCRAM password of {name}": password for name, password in scram.items()})
         assert len(scram) > 10 and all(len(s) >= 16 for s in generated.values())

@@ -73,9 +73,9 @@ def test_second_terminal_talks_to_the_running_secured_postgres_pipeline() -> Non
             assert stored["pid"] == run.pid and stored["security"] == "scram" and stored["topic_prefix"] == prefix
 
             store = json.loads((var / "kafka" / "scram-credentials.json").read_text())
-            url = LocalPostgres.from_settings(load_settings(var_dir=var, postgres_port=pg_port)).url()
-            pg_password = (var / "postgres" / "password").read_text().strip()
-            assert pg_password not in record.read_text()
+            url = LocalPostgres.from_settings(load_settings(var_dir=var, postgres_port=pg_port)).url(role="mbyn_loader")
+            pg_passwords = [path.read_text().strip() for path in (var / "postgres").glob("password*")]
+            assert len(pg_passwords) == 3 and not [p for p in pg_passwords if p in record.read_text()]
             spelled = {**second, "MBYN_WAREHOUSE_URL": url, "MBYN_SECURITY": "scram", "MBYN_TOPIC_PREFIX": prefix,
                        "MBYN_BOOTSTRAP_SERVERS": stored["bootstrap_servers"]}
             produced = _mbyn({**spelled, "MBYN_KAFKA_USERNAME": "clickstream",
@@ -94,15 +94,15 @@ def test_second_terminal_talks_to_the_running_secured_postgres_pipeline() -> Non
             code, status, sql, dlq, notes = first
             assert (code, status, sql, dlq) == spelled_out[:4]
             assert status["topic_prefix"] == prefix and status["warehouse"]["reachable"]
-            assert status["warehouse_url"] == f"postgresql+psycopg://mbyn:***@127.0.0.1:{pg_port}/mbyn"
+            assert status["warehouse_url"] == f"postgresql+psycopg://mbyn_loader:***@127.0.0.1:{pg_port}/mbyn"
             assert status["warehouse"]["tables"]["orders"] > 0 and f"{prefix}orders" in json.dumps(status["topics"])
             assert status["groups"][f"{prefix}warehouse-loader"]["member_count"] == 1
             assert "quarantine is empty" not in dlq  # the malformed 5 % were quarantined
-            assert (f"using the running pipeline's warehouse: postgresql+psycopg://mbyn:***@127.0.0.1:{pg_port}/mbyn"
+            assert (f"using the running pipeline's warehouse: postgresql+psycopg://mbyn_loader:***@127.0.0.1:{pg_port}/mbyn"
                     in notes) and "security: scram" in notes and f"topic prefix: '{prefix}'" in notes
             assert "running pipeline" not in spelled_out[4]
 
-            secrets = [pg_password, *store.values()]
+            secrets = [*pg_passwords, *store.values()]
             logs = [log, var / "postgres" / "postgres.log", *(var / "logs").rglob("*.log"),
                     *(var / "kafka").rglob("stdout.log"), *(var / "kafka").rglob("logs/*.log")]  # not data segments
             texts = {str(p): p.read_text(errors="replace") for p in logs if p.exists()}

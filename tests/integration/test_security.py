@@ -6,10 +6,12 @@ module; every client authenticates with the password `mbyn kafka up` generated i
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,9 +73,16 @@ def mbyn(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
 def end_offsets(settings: Settings, physical: str) -> int:
     """Sum of the high watermarks of a topic, read as admin (independent of the code under test)."""
     consumer = Consumer({**client_config(settings), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    deadline = time.monotonic() + 30
     try:
-        parts = consumer.list_topics(physical, timeout=10).topics[physical].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(physical, p), timeout=10)[1] for p in parts)
+        while True:  # a freshly started cluster answers NOT_LEADER_FOR_PARTITION for a moment: retriable
+            try:
+                parts = consumer.list_topics(physical, timeout=10).topics[physical].partitions
+                return sum(consumer.get_watermark_offsets(TopicPartition(physical, p), timeout=10)[1] for p in parts)
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 
@@ -223,3 +232,105 @@ def test_kafka_tool_reads_and_writes_in_the_secured_mode(secured: Settings) -> N
     assert not list(secured.var_dir.rglob("client-*.properties"))
     shown = wrote.stdout + wrote.stderr + read.stdout + read.stderr + listed.stdout + listed.stderr
     assert not [name for name, password in store.items() if password in shown]
+
+
+def test_viewer_reads_status_and_the_view_but_cannot_write_or_delete(secured: Settings) -> None:
+    """The read-only principal of `mbyn status` and the pipeline view: READ/DESCRIBE on every topic and group of
+    the prefix, nothing else — tested as a client would be refused, and the effects checked as admin."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from mbyn.errors import MbynError
+    from mbyn.kafka.clients import admin_client
+    from mbyn.kafka.security import as_viewer, viewer_settings
+    from mbyn.pipeline_view.app import create_app
+    from mbyn.status import collect_status
+
+    topic, group = PREFIX + "fx-rates", f"{PREFIX}audit-{uuid.uuid4().hex[:6]}"  # nobody else counts fx-rates
+    producer = Producer(client_config(secured))
+    for i in range(3):
+        producer.produce(topic, key=f"k{i}".encode(), value=b"{}")
+    assert producer.flush(30) == 0
+    committer = Consumer({**client_config(secured), "group.id": group, "enable.auto.commit": False})
+    try:
+        for _ in range(60):  # a fresh cluster's group coordinator may still be loading
+            try:
+                committer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+                break
+            except KafkaException as exc:
+                loading = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                           KafkaError.NOT_COORDINATOR)
+                if not exc.args[0].retriable() and exc.args[0].code() not in loading:
+                    raise
+                time.sleep(1)
+    finally:
+        committer.close()
+    ends = end_offsets(secured, topic)
+
+    # `mbyn status` as viewer: every topic and this group with its committed offset, no authorization error
+    status = mbyn(env_for(secured, "viewer"), "status", "--json", "--scan-limit", "1000")
+    assert status.returncode in (0, 4, 5), status.stderr[-3000:]  # the verdict's codes; 1 would be an error
+    shown = json.loads(status.stdout)
+    assert shown["topics"]["fx-rates"]["end_sum"] == ends and shown["topics"]["orders"]["exists"]
+    assert [p["committed"] for p in shown["groups"][group]["partitions"] if p["topic"] == topic] == [1]
+    assert "authoriz" not in status.stderr.lower()
+
+    # the view runs inside Airflow as `airflow` (which may not describe other groups) and reads as viewer
+    airflow = secured.model_copy(update={"kafka_username": "airflow",
+                                         "kafka_password": SecretStr(local_credentials(secured)["airflow"])})
+    view = as_viewer(airflow)
+    assert view.kafka_username == "viewer"
+    assert collect_status(view, scan_limit=1000)["groups"][group]["partitions"][0]["committed"] == 1
+    app = create_app(lambda: as_viewer(airflow))  # the view's own routes, as the plugin serves them in Airflow
+    app.dependency_overrides[app.state.login_required] = lambda: None  # Airflow's login: tested in e2e
+    with TestClient(app) as client:
+        graph, topic_view = client.get("/api/graph"), client.get("/api/topics/fx-rates")
+    assert graph.status_code == 200 and topic_view.status_code == 200, (graph.text, topic_view.text)
+    assert "fx-rates" in {t["name"] for t in graph.json()["topics"]}
+    assert inspect.signature(create_app).parameters["settings_factory"].default is viewer_settings
+    wrong = as_viewer(airflow.model_copy(update={"viewer_kafka_password": SecretStr("not-the-password")}))
+    with pytest.raises(MbynError, match=r"(?i)refused the credentials"):
+        admin_client(wrong, timeout_s=10)
+
+    # ... and cannot write, delete, create, or move a group
+    viewer = as_service(secured, "viewer")
+    errors: list[KafkaError] = []
+    intruder = Producer({**viewer, "message.timeout.ms": 15000})
+    intruder.produce(topic, value=b"{}", on_delivery=lambda err, _msg: errors.append(err))
+    assert intruder.flush(30) == 0
+    assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    admin = admin_client(as_principal(secured.model_copy(update={"kafka_username": None, "kafka_password": None}),
+                                      "viewer"))
+    attempts = {
+        "delete topic": admin.delete_topics([topic], request_timeout=15)[topic],
+        "delete records": next(iter(admin.delete_records([TopicPartition(topic, 0, 1)],
+                                                         request_timeout=15).values())),
+        "create topic": admin.create_topics([NewTopic(f"{PREFIX}viewer-made", 1, 3)],
+                                            request_timeout=15)[f"{PREFIX}viewer-made"],
+        "delete group": admin.delete_consumer_groups([group], request_timeout=15)[group],
+        "alter config": next(iter(admin.incremental_alter_configs([ConfigResource(
+            "topic", topic, incremental_configs=[ConfigEntry("retention.ms", "1000",
+                                                             incremental_operation=AlterConfigOpType.SET)])],
+            request_timeout=15).values())),
+        "add partitions": admin.create_partitions([NewPartitions(topic, 9)], request_timeout=15)[topic],
+    }
+    for action, future in attempts.items():
+        with pytest.raises(KafkaException, match=r"(?i)authoriz") as refused:
+            future.result(timeout=30)
+        assert refused.value.args[0].code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                                                KafkaError.GROUP_AUTHORIZATION_FAILED,
+                                                KafkaError.CLUSTER_AUTHORIZATION_FAILED), action
+    moved = Consumer({**viewer, "group.id": group, "enable.auto.commit": False})
+    try:
+        with pytest.raises(KafkaException, match=r"(?i)authoriz"):
+            moved.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    finally:
+        moved.close()
+    assert end_offsets(secured, topic) == ends  # nothing written, nothing deleted
+    check = Consumer({**client_config(secured), "group.id": group})
+    try:
+        assert check.committed([TopicPartition(topic, 0)], timeout=15)[0].offset == 1
+        assert f"{PREFIX}viewer-made" not in check.list_topics(timeout=15).topics
+    finally:
+        check.close()

@@ -93,7 +93,8 @@ def postgres_server() -> Iterator[PostgresServer]:
 
     with private_var_dir() as var_dir:
         settings = load_settings(var_dir=var_dir, postgres_port=free_port())
-        url = postgres_local.up(settings)
+        postgres_local.up(settings)
+        url = postgres_local.LocalPostgres.from_settings(settings).url()  # the superuser: tests create databases
         try:
             yield PostgresServer(admin_url=url)
         finally:

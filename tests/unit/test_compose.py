@@ -308,6 +308,82 @@ def test_kafdrop_is_reachable_from_the_host_only_through_a_login(services: dict[
     assert refused.returncode == 1 and "KAFDROP_PASSWORD" in refused.stderr
 
 
+# Secrets and roles --------------------------------------------------------------------------------------
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN")
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}")
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+
+
+@pytest.mark.parametrize("path", [COMPOSE_FILE, SECURED_FILE], ids=lambda p: p.name)
+def test_every_secret_is_required_and_none_is_written_in_the_file(path: Any) -> None:
+    text = path.read_text()
+    secrets = [m for m in VARIABLE.finditer(text) if SECRET_NAME.search(m.group("name"))]
+    assert len(secrets) >= 5
+    for match in secrets:  # ${X:?message}: compose stops and names X when it is unset or empty
+        rest = match.group("rest")
+        assert rest.startswith(":?") and match.group("name") in rest, \
+            f"{match.group(0)}: a secret must be required (${{{match.group('name')}:?set {match.group('name')} ...}})"
+    for user, password in re.findall(r"://([^:/@\s\"']+):([^@\s\"']+)@", text):  # URLs with a login
+        assert password.startswith("${"), f"a fixed password for {user} in {path.name}"
+    assert "local-only" not in text and "admin:admin@" not in text
+
+
+def test_env_example_names_every_required_secret_of_the_base_file() -> None:
+    required = {m.group("name") for m in VARIABLE.finditer(COMPOSE_FILE.read_text()) if m.group("rest")[:2] == ":?"}
+    assert {"MBYN_POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "KAFDROP_PASSWORD", "AIRFLOW_FERNET_KEY",
+            "MBYN_POSTGRES_LOADER_PASSWORD", "MBYN_POSTGRES_READER_PASSWORD", "AIRFLOW_DB_PASSWORD"} <= required
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                   if line.strip() and not line.startswith("#"))
+    assert required <= set(example), f"missing from .env.example: {sorted(required - set(example))}"
+    # ${VAR:?} refuses an unset or empty value only: a placeholder such as change-me, copied with the example, would
+    # start the stack with passwords and a JWT secret everybody knows. Empty, compose stops until each is filled in.
+    assert {name: value for name, value in example.items() if value.strip()} == {}, "a secret has a value"
+    assert ".env" in (PROJECT_ROOT / ".gitignore").read_text().split()
+
+
+def test_no_service_works_as_the_postgres_superuser(services: dict[str, dict[str, Any]]) -> None:
+    from sqlalchemy.engine import make_url
+
+    from mbyn.settings import POSTGRES_LOADER, POSTGRES_READER
+
+    superuser = services["postgres"]["environment"]["POSTGRES_USER"]
+    users: dict[str, set[str]] = {}
+    for name, service in services.items():
+        env = service.get("environment", {})
+        for var in ("MBYN_WAREHOUSE_URL", "MBYN_WAREHOUSE_READ_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+            if var in env:
+                users.setdefault(var, set()).add(str(make_url(env[var]).username))
+                assert make_url(env[var]).username != superuser, f"{name}: {var} logs in as the superuser"
+    assert users == {"MBYN_WAREHOUSE_URL": {POSTGRES_LOADER}, "MBYN_WAREHOUSE_READ_URL": {POSTGRES_READER},
+                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": {"airflow"}}
+    view = services["airflow-api-server"]["environment"]  # the pipeline view runs in the API server
+    assert make_url(view["MBYN_WAREHOUSE_READ_URL"]).username == POSTGRES_READER
+
+    script = (PROJECT_ROOT / "docker" / "postgres" / "initdb" / "10-roles.sh").read_text()
+    for statement in (f"CREATE ROLE {POSTGRES_LOADER} LOGIN", f"CREATE ROLE {POSTGRES_READER} LOGIN",
+                      f"ALTER ROLE {POSTGRES_READER} SET default_transaction_read_only = on",
+                      "CREATE DATABASE airflow OWNER airflow", "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                      f"GRANT USAGE ON SCHEMA public TO {POSTGRES_READER};"):
+        assert statement in script, statement
+    assert f"TO {POSTGRES_READER}" not in script.replace(f"GRANT USAGE ON SCHEMA public TO {POSTGRES_READER}", "") \
+        .replace(f"GRANT CONNECT ON DATABASE mbyn TO {POSTGRES_READER}", "") \
+        .replace(f"GRANT SELECT ON TABLES TO {POSTGRES_READER}", ""), "the reader gets more than SELECT"
+    read = {shell or psql for shell, psql in re.findall(r"\$([A-Z_]+)|\\getenv \w+ ([A-Z_]+)", script)}
+    read -= {"POSTGRES_USER"}
+    assert read and read <= set(services["postgres"]["environment"]), "the init script reads a variable not passed"
+    assert {"./docker/postgres/initdb:/docker-entrypoint-initdb.d:ro"} <= set(services["postgres"]["volumes"])
+
+
+def test_airflow_users_are_an_admin_and_a_read_only_viewer(services: dict[str, dict[str, Any]]) -> None:
+    from mbyn.local.airflow import USERS
+
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == ",".join(f"{u}:{r}" for u, r in USERS.items())
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith("/opt/mbyn/var/")  # a volume
+
+
 def test_kafdrop_and_workers_use_the_internal_listener(services: dict[str, dict[str, Any]]) -> None:
     kafka = services["kafka"]["environment"]
     assert f"INTERNAL://{INTERNAL_BOOTSTRAP}" in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
@@ -481,11 +557,16 @@ def test_secured_airflow_and_kafdrop_authenticate(secured: dict[str, dict[str, A
     for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         env = secured[name]["environment"]
         assert env["MBYN_KAFKA_USERNAME"] == "airflow"
-        for conn_var in ("AIRFLOW_CONN_KAFKA_DEFAULT", "AIRFLOW_CONN_KAFKA_INCIDENTS"):
+        for conn_var in ("AIRFLOW_CONN_KAFKA_DEFAULT", "AIRFLOW_CONN_KAFKA_INCIDENTS", "AIRFLOW_CONN_KAFKA_LAG_ALERTS"):
             extra = json.loads(env[conn_var])["extra"]
             assert extra["security.protocol"] == "SASL_PLAINTEXT" and extra["sasl.mechanism"] == "SCRAM-SHA-512"
             assert extra["sasl.username"] == "airflow" and extra["enable.auto.commit"] is False
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]  # the base settings survive the merge
+        # ... and the pipeline view in it reads as the read-only viewer, with its own required password
+        from mbyn.kafka.security import as_viewer
+
+        overrides = {k.removeprefix("MBYN_").lower(): v for k, v in env.items() if k.startswith("MBYN_")}
+        assert as_viewer(load_settings(**overrides)).kafka_username == "viewer"
     kafdrop = secured["kafdrop"]
     assert "ports" not in kafdrop
     assert as_argv(kafdrop["entrypoint"]) == ["/bin/sh", "/opt/mbyn/secured-entrypoint.sh"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,11 @@ def test_each_group_may_read_only_its_own_topics_and_group() -> None:
 def test_transactional_and_monitoring_rights() -> None:
     assert ("write", "transactional_id", "p-order-enricher-") in rights("order-enricher")
     assert not any(res == "transactional_id" for _, res, _ in rights("fraud-detector"))
-    assert rights("lag-monitor") == {("describe", "topic", "p-"), ("describe", "group", "p-")}
+    assert rights("lag-monitor") == {("describe", "topic", "p-"), ("describe", "group", "p-"),  # + its lag alerts
+                                     ("write", "topic", "p-ops-alerts"),
+                                     ("idempotent_write", "cluster", "kafka-cluster"),
+                                     # the timestamp of each group's next unread record (seconds behind)
+                                     ("read", "topic", "p-"), ("describe", "group", "mbyn-probe-")}
     # Kafka refuses an empty prefix: without a prefix the monitor describes everything literally ("*")
     assert ("describe", "group", "*") in rights("lag-monitor", prefix="")
     assert rights("kafdrop") == {("read", "topic", "p-"), ("describe_configs", "topic", "p-"),
@@ -168,6 +173,34 @@ def test_broker_settings_open_unchanged_secured_with_authorizer() -> None:
     assert secured["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
     assert format_arguments({"a": "x", "admin": "y"}) == ["--add-scram", "SCRAM-SHA-512=[name=a,password=x]",
                                                          "--add-scram", "SCRAM-SHA-512=[name=admin,password=y]"]
+
+
+
+def test_storage_format_keeps_the_scram_passwords_off_the_command_line(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Formatting a secured cluster bootstraps every principal's password (the super user's too): any local user
+    reads a process's arguments (`ps`), so they go through a 0600 java @argfile that is gone afterwards."""
+    from mbyn.local import kafka as cluster
+
+    settings = load_settings(var_dir=tmp_path / "var", security="scram")
+    plan = cluster.plan_nodes(settings, 1)
+    cluster.cluster_home(settings, 1).mkdir(parents=True)
+    (cluster.cluster_home(settings, 1) / "cluster-id").write_text("MkU3OEVBNTcwNTJENDM2Qk")
+    seen: list[tuple[list[str], dict[str, tuple[str, int]]]] = []
+
+    def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        files = {a: (Path(a[1:]).read_text(), Path(a[1:]).stat().st_mode & 0o777) for a in cmd if a.startswith("@")}
+        seen.append((cmd, files))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(cluster.subprocess, "run", run)
+    cluster.format_storage(settings, plan, 1, {"admin": "Admin-Pw-1", "viewer": "Viewer-Pw-2"})
+    [(cmd, files)] = seen
+    assert not [a for a in cmd if "Pw-" in a], cmd
+    [(argfile, (text, mode))] = files.items()
+    assert mode == 0o600 and '"SCRAM-SHA-512=[name=admin,password=Admin-Pw-1]"' in text
+    assert text.splitlines()[:2] == ['"kafka.tools.StorageTool"', '"format"']  # @files expand only before the class
+    assert not Path(argfile[1:]).exists()  # removed after the format
 
 
 def test_the_acl_table_in_the_docs_is_the_generated_one() -> None:

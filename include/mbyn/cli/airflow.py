@@ -12,7 +12,7 @@ from mbyn.settings import Settings
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     state = local.up(settings)
-    print(f"{state.url}  (user {local.ADMIN_USER}; password: mbyn airflow password; log {state.log_file})")
+    print(f"{state.url}  ({local.login_hint(settings)}; log {state.log_file})")
     return 0
 
 
@@ -40,7 +40,7 @@ def _env(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _password(settings: Settings, args: argparse.Namespace) -> int:
-    print(f"{local.ADMIN_USER} {settings.airflow_password}")
+    print(f"{args.user} {local.password(settings, args.user)}")
     return 0
 
 
@@ -57,5 +57,8 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_status)
     p = actions.add_parser("env", help='print export lines for the `airflow` CLI: eval "$(mbyn airflow env)"')
     p.set_defaults(handler=_env)
-    p = actions.add_parser("password", help="print the login of the local Airflow UI")
+    p = actions.add_parser("password", help="print a login of the local Airflow UI (user and password; a random "
+                                             "password is generated at first use, kept 0600 under var/airflow/)")
+    p.add_argument("--user", choices=tuple(local.USERS), default=local.ADMIN_USER,
+                   help="admin (may trigger DAGs) or viewer (read only); default admin")
     p.set_defaults(handler=_password)

@@ -35,7 +35,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _url(settings: Settings, args: argparse.Namespace) -> int:
-    print(postgres.LocalPostgres.from_settings(settings).url(args.database))
+    print(postgres.LocalPostgres.from_settings(settings).url(args.database, args.role))
     return 0
 
 
@@ -56,4 +56,7 @@ def register(sub: Any) -> None:
                                             "(whether running or not)")
     p.add_argument("--database", default=postgres.DATABASE,
                    help=f"database name in the URL (default {postgres.DATABASE})")
+    p.add_argument("--role", choices=postgres.ROLES, default=postgres.LOADER,
+                   help=f"{postgres.LOADER} (writes the warehouse; default), {postgres.READER} (SELECT only) or "
+                        f"{postgres.SUPERUSER} (the superuser: setup only)")
     p.set_defaults(handler=_url)

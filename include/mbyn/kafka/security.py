@@ -6,15 +6,16 @@
   named in the catalog's ``writers`` / ``readers`` lists (``include/topics.yaml``; ``airflow``), plus
   ``kafdrop`` (the compose file's topic browser: reads every topic, describes every group), ``viewer`` (the
   same rights, for the read-only commands next to a running pipeline — ``mbyn status``, ``mbyn report`` — and
-  the pipeline view) and ``admin`` (the brokers themselves and `mbyn kafka up` / `mbyn topics apply` /
-  `mbyn replay` / `mbyn dlq replay`; a super user).
+  the pipeline view, which switches to it inside Airflow: ``as_viewer``) and ``admin`` (the brokers themselves
+  and `mbyn kafka up` / `mbyn topics apply` / `mbyn replay` / `mbyn dlq replay`; a super user).
 * **ACLs from the catalog** (``acl_plan``): a writer gets WRITE on its topics (WRITE implies DESCRIBE)
   and IDEMPOTENT_WRITE on the cluster; a reader gets READ on its topics and READ on its own consumer
   groups only (``Worker.groups``, ``OTHER_GROUPS``) — ``<prefix><group>`` literally, and for readers of a
   compacted topic also ``<prefix><group>-table-`` as a prefix (the in-memory table readers of
   ``mbyn.consumers.tables``). A transactional worker (the order-enricher) also gets its
   transactional ids (``<prefix><name>-`` prefixed), a monitor (the lag-monitor) DESCRIBE on every topic and
-  group of the prefix. Every consumer may write ``dead-letters`` (the catalog lists them). Everything else
+  group of the prefix and READ on every topic (the timestamp of each group's next unread record: seconds
+  behind). Every consumer may write ``dead-letters`` (the catalog lists them). Everything else
   is refused (``allow.everyone.if.no.acl.found=false``). ``apply_acls`` creates the plan with the admin
   client; creating an ACL that exists is a no-op in Kafka, so it is idempotent.
 * **Local secret store.** For the cluster of `mbyn kafka up --security scram`, one random password per
@@ -59,7 +60,7 @@ from mbyn.errors import AclError, ConfigError
 from mbyn.files import atomic_write_json
 from mbyn.kafka.clients import MECHANISM, admin_client, client_config
 from mbyn.kafka.inspect import PROBE_GROUP
-from mbyn.settings import Settings
+from mbyn.settings import Settings, get_settings
 from mbyn.workers import WORKERS
 
 ADMIN = "admin"
@@ -68,10 +69,13 @@ VIEWER = "viewer"
 #: Read-only browsers (Kafdrop in docker-compose, the viewer): read every topic of the prefix, describe every group.
 BROWSERS = ("kafdrop", VIEWER)
 #: Consumer group ids (without the prefix) of the services that are not workers (workers declare theirs in
-#: ``mbyn.workers``): Airflow's batch reads and incident watcher (``mbyn.orchestration.connections``).
+#: ``mbyn.workers``): Airflow's batch reads, incident watcher and lag-alert watcher
+#: (``mbyn.orchestration.connections``).
 AIRFLOW_BATCH_GROUP = "mbyn-airflow-batch"
 AIRFLOW_INCIDENT_GROUP = "mbyn-incident-watcher"
-OTHER_GROUPS: dict[str, tuple[str, ...]] = {"airflow": (AIRFLOW_BATCH_GROUP, AIRFLOW_INCIDENT_GROUP)}
+AIRFLOW_LAG_ALERT_GROUP = "mbyn-lag-alert-watcher"
+OTHER_GROUPS: dict[str, tuple[str, ...]] = {"airflow": (AIRFLOW_BATCH_GROUP, AIRFLOW_INCIDENT_GROUP,
+                                                        AIRFLOW_LAG_ALERT_GROUP)}
 CREDENTIALS_FILE = "scram-credentials.json"
 #: How a principal added to mbyn after the secured cluster was created (e.g. ``viewer``) gets its user.
 NEW_PRINCIPALS_HINT = ("`mbyn topics apply` adds the users of new services to the running cluster; "
@@ -134,6 +138,10 @@ def acl_plan(catalog: Catalog | None = None, prefix: str = "") -> list[AclRule]:
         if worker.monitor:
             rules.add(AclRule(worker.name, "topic", *everything, "describe"))
             rules.add(AclRule(worker.name, "group", *everything, "describe"))
+            # ... and READ: seconds behind is the timestamp of each group's next unread record, fetched by an
+            # assign-only reader (``mbyn.kafka.inspect.lag_reader``, group id ``mbyn-probe-…``, never committing)
+            rules.add(AclRule(worker.name, "topic", *everything, "read"))
+            rules.add(AclRule(worker.name, "group", PROBE_GROUP, "prefixed", "describe"))
     for browser in BROWSERS:
         rules.add(AclRule(browser, "topic", *everything, "read"))
         rules.add(AclRule(browser, "topic", *everything, "describe_configs"))
@@ -249,6 +257,29 @@ def security_environment(settings: Settings) -> dict[str, str]:
     config = client_config(settings)
     return {"MBYN_SECURITY": "scram", "MBYN_KAFKA_USERNAME": config["sasl.username"],
             "MBYN_KAFKA_PASSWORD": config["sasl.password"]}
+
+
+def as_viewer(settings: Settings) -> Settings:
+    """``settings`` authenticating as the read-only ``viewer`` whatever principal the process runs as (inside
+    Airflow: ``airflow``, which may not read most topics): what the pipeline view reads with. Its password:
+    ``MBYN_VIEWER_KAFKA_PASSWORD``, else the local store (ConfigError naming both when neither has it).
+    Open mode: ``settings`` unchanged."""
+    if settings.security == "open" or settings.kafka_username == VIEWER:
+        return settings
+    password = settings.viewer_kafka_password
+    if password is None:
+        try:
+            password = SecretStr(principal_environment(settings, VIEWER)["MBYN_KAFKA_PASSWORD"])
+        except ConfigError as exc:
+            raise ConfigError(f"the pipeline view reads as the read-only principal {VIEWER!r}: set "
+                              f"MBYN_VIEWER_KAFKA_PASSWORD ({exc})") from None
+    return settings.model_copy(update={"kafka_username": VIEWER, "kafka_password": password})
+
+
+def viewer_settings() -> Settings:
+    """The process's settings as ``viewer`` (``as_viewer(get_settings())``): the pipeline view's settings (per
+    request: a copy of the cached settings, and in the secured mode one read of the 0600 store)."""
+    return as_viewer(get_settings())
 
 
 def as_principal(settings: Settings, principal: str = ADMIN) -> Settings:

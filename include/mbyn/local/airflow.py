@@ -9,9 +9,13 @@
   and the execution API URL pointing at the same port — task processes call the execution API, which
   otherwise defaults to port 8080 whatever the API port is. The log servers move with
   ``MBYN_AIRFLOW_LOG_PORT`` so a second instance (tests) can run beside a developer's.
-* User ``admin`` with the password ``MBYN_AIRFLOW_PASSWORD``, written to the SimpleAuthManager's
-  password file before start (Airflow only generates passwords for users missing from it), and one
-  JWT secret shared by every component.
+* Two users of the SimpleAuthManager (``USERS``): ``admin`` (role admin) and ``viewer`` (role viewer: sees
+  everything, triggers nothing). Each gets a random password at first start, kept in the SimpleAuthManager's
+  own password file under ``var/airflow/`` (mode 0600, the folder 0700; Airflow reads it at every login and
+  only adds users missing from it, in place; a stored one under 8 characters, like the old default, is replaced).
+  ``MBYN_AIRFLOW_PASSWORD`` overrides admin's (written before every start).
+  No password is ever printed by ``up``: ``mbyn airflow password [--user viewer]`` shows one. One JWT
+  secret is shared by every component.
 * The Kafka connections of :mod:`mbyn.orchestration.connections` as ``AIRFLOW_CONN_*`` variables, and
   the resolved ``MBYN_*`` settings, so DAGs and triggers see the same cluster and topic prefix.
 * Every catalog topic is created first: an asset watcher on a missing topic crash-loops.
@@ -35,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mbyn.errors import OrchestratorError, PortInUseError
+from mbyn.errors import ConfigError, OrchestratorError, PortInUseError
 from mbyn.files import atomic_write, atomic_write_json
 from mbyn.kafka.admin import apply_topics
 from mbyn.kafka.security import as_principal, security_environment
@@ -49,6 +53,9 @@ if TYPE_CHECKING:
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 PLUGINS_FOLDER = PROJECT_ROOT / "plugins"
 ADMIN_USER = "admin"
+VIEWER_USER = "viewer"
+#: The users of the local instance → their SimpleAuthManager role (admin: everything; viewer: read only).
+USERS = {ADMIN_USER: "admin", VIEWER_USER: "viewer"}
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
 
@@ -119,7 +126,7 @@ def airflow_env(settings: Settings, port: int | None = None, dags_folder: Path |
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:{role}" for user, role in USERS.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file(settings)),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -152,10 +159,55 @@ def _process_env(settings: Settings, port: int, dags_folder: Path | None) -> dic
     return env
 
 
-def write_password(settings: Settings) -> None:
-    """Write the admin password where SimpleAuthManager reads it (it only generates missing users)."""
+# Users and passwords ---------------------------------------------------------------------------------
+
+
+def _stored_passwords(settings: Settings) -> dict[str, str]:
+    """user → password from the 0600 password file; users missing from it (or with a password under 8 characters,
+    like the old default ``admin``) get a random one (written back).
+
+    ConfigError when the file is not a JSON object of strings (delete it: new passwords at the next start).
+    """
     path = password_file(settings)
-    atomic_write_json(path, {ADMIN_USER: settings.airflow_password}, mode=0o600)
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        stored = {}
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); delete it and restart Airflow "
+                          "(`mbyn airflow down` / `up`): new passwords are generated") from None
+    if not isinstance(stored, dict) or not all(isinstance(v, str) and v for v in stored.values()):
+        raise ConfigError(f"{path} must be a JSON object of user → password; delete it and restart Airflow "
+                          "(`mbyn airflow down` / `up`): new passwords are generated")
+    # A password under 8 characters counts as missing: the old default {"admin": "admin"} of a checkout started
+    # before the random passwords must not survive the upgrade (MBYN_AIRFLOW_PASSWORD has the same minimum).
+    missing = [user for user in USERS if len(stored.get(user, "")) < 8]
+    too_open = path.exists() and path.stat().st_mode & 0o077  # e.g. a file written by hand: narrowed to 0600
+    if missing or too_open:
+        stored.update({user: secrets.token_urlsafe(18) for user in missing})
+        atomic_write_json(path, stored, mode=0o600)
+    return stored
+
+
+def password(settings: Settings, user: str = ADMIN_USER) -> str:
+    """The password of ``user`` (``admin`` or ``viewer``) of the local Airflow.
+
+    ``MBYN_AIRFLOW_PASSWORD`` for admin when set; otherwise the one in the 0600 password file, generated on
+    first use (so a client may ask before the first start). ConfigError for another user name.
+    """
+    if user not in USERS:
+        raise ConfigError(f"no user {user!r} in the local Airflow; its users are {', '.join(USERS)}")
+    if user == ADMIN_USER and settings.airflow_password is not None:
+        return settings.airflow_password.get_secret_value()
+    return _stored_passwords(settings)[user]
+
+
+def write_password(settings: Settings) -> None:
+    """Make the password file complete before start: every user of ``USERS``, admin's override applied."""
+    stored = _stored_passwords(settings)
+    if settings.airflow_password is not None and stored[ADMIN_USER] != settings.airflow_password.get_secret_value():
+        stored[ADMIN_USER] = settings.airflow_password.get_secret_value()
+        atomic_write_json(password_file(settings), stored, mode=0o600)
 
 
 # Processes -------------------------------------------------------------------------------------------
@@ -217,6 +269,8 @@ def up(settings: Settings, timeout_s: float = START_TIMEOUT_S, dags_folder: Path
     apply_topics(as_principal(settings))
 
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    # Owner only: Airflow's database (DAG run parameters, XComs) and task logs are readable without its login.
+    settings.airflow_home.chmod(0o700)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     write_password(settings)
     out = log_file(settings)
@@ -236,8 +290,7 @@ def up(settings: Settings, timeout_s: float = START_TIMEOUT_S, dags_folder: Path
         log("interrupted: stopping the half-started Airflow")
         down(settings)
         raise
-    log(f"Airflow {version} ready after {time.monotonic() - started:.0f}s: {state.url} "
-        f"(user {ADMIN_USER}; password: mbyn airflow password)")
+    log(f"Airflow {version} ready after {time.monotonic() - started:.0f}s: {state.url} ({login_hint(settings)})")
     return state
 
 
@@ -296,20 +349,26 @@ def current_port(settings: Settings) -> int:
     return state.port if state is not None else settings.airflow_port
 
 
-def api_client(settings: Settings, timeout_s: float = 30.0) -> httpx.Client:
-    """An ``httpx.Client`` on the local Airflow REST API, authenticated as admin (``POST /auth/token``)."""
+def login_hint(settings: Settings) -> str:
+    """Where the login of the local Airflow comes from — never the password itself (terminals are shared)."""
+    return (f"users {', '.join(USERS)}; `mbyn airflow password [--user {VIEWER_USER}]` shows theirs, "
+            f"kept 0600 in {password_file(settings)}")
+
+
+def api_client(settings: Settings, user: str = ADMIN_USER, timeout_s: float = 30.0) -> httpx.Client:
+    """An ``httpx.Client`` on the local Airflow REST API, logged in as ``user`` (``POST /auth/token``)."""
     import httpx  # noqa: PLC0415 - as in _version
 
     url = base_url(current_port(settings))
     try:
-        response = httpx.post(f"{url}/auth/token",
-                              json={"username": ADMIN_USER, "password": settings.airflow_password},
+        response = httpx.post(f"{url}/auth/token", json={"username": user, "password": password(settings, user)},
                               timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise OrchestratorError(f"no Airflow API at {url} ({exc}); start it with `mbyn airflow up`") from None
     if response.status_code not in (200, 201):
-        raise OrchestratorError(f"Airflow at {url} refused the login of {ADMIN_USER!r} "
-                                f"(HTTP {response.status_code}); check MBYN_AIRFLOW_PASSWORD")
+        hint = "MBYN_AIRFLOW_PASSWORD" if user == ADMIN_USER else str(password_file(settings))
+        raise OrchestratorError(f"Airflow at {url} refused the login of {user!r} "
+                                f"(HTTP {response.status_code}); check {hint}")
     token = response.json()["access_token"]
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s)
 

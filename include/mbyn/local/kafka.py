@@ -23,12 +23,13 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mbyn.errors import ClusterError, MbynError
-from mbyn.files import atomic_write_json
+from mbyn.files import atomic_write, atomic_write_json
 from mbyn.kafka.security import (
     ADMIN,
     apply_acls,
@@ -213,11 +214,17 @@ def format_storage(settings: Settings, nodes: list[Node], cluster_size: int,
         if (node.home / "data" / "meta.properties").exists():
             continue
         log(f"formatting KRaft storage of node {node.node_id} (cluster {cluster_id})")
-        result = subprocess.run(
-            java_cmd(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                     "-c", str(node.home / "server.properties"), "--ignore-formatted",
-                     *format_arguments(scram or {}), heap="256m"),
-            capture_output=True, text=True, check=False)
+        cmd = java_cmd(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                       "-c", str(node.home / "server.properties"), "--ignore-formatted",
+                       *format_arguments(scram or {}), heap="256m")
+        main = cmd.index("kafka.tools.StorageTool")
+        # The class and its arguments (every SCRAM password) go through a 0600 java @argfile in a 0700 folder,
+        # never on the command line: any local user reads a process's arguments (`ps`, /proc/<pid>/cmdline).
+        with tempfile.TemporaryDirectory(prefix="mbyn-format-") as private:
+            argfile = Path(private) / "storage-tool.args"
+            atomic_write(argfile, "".join('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"\n'
+                                          for a in cmd[main:]), mode=0o600)
+            result = subprocess.run([*cmd[:main], f"@{argfile}"], capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ClusterError(f"formatting node {node.node_id} failed:\n"
                                f"{result.stdout[-2000:]}{result.stderr[-2000:]}")

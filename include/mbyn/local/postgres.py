@@ -9,7 +9,8 @@ Layout under ``<var>/postgres/``, owned by the OS user the server runs as::
     data/           the cluster made by initdb; also its unix socket and postmaster.pid
     data/mbyn.conf  listen address, port and socket folder (rewritten on every start)
     postgres.log    the server log
-    password        the ``mbyn`` role's password (readable by the caller only)
+    password        the superuser ``mbyn``'s password (readable by the caller only, like the two below)
+    password-mbyn_loader, password-mbyn_reader   the passwords of the two roles of daily work
 
 Who runs the server: PostgreSQL refuses to run as root, and on the build machines everything runs as root.
 As root, ``initdb`` and ``pg_ctl`` run as the ``postgres`` OS user (``runuser -u postgres --``), the
@@ -22,7 +23,17 @@ runs as that user.
 Access: the server listens on 127.0.0.1 only, on ``MBYN_POSTGRES_PORT`` (default 5433, clear of a
 system PostgreSQL on 5432). TCP clients authenticate with a password (scram-sha-256) generated at
 initdb; the unix socket inside the 0700 data folder is trusted, because only the server's OS user (and
-root) can reach it. The superuser is ``mbyn``, the database ``mbyn``.
+root) can reach it. The database is ``mbyn``.
+
+Roles (``ensure_roles``, at every ``up``): the superuser ``mbyn`` only sets the server up (initdb, databases,
+roles). Daily work never uses it: ``up`` returns the URL of ``mbyn_loader``, which owns the warehouse tables
+(creates and migrates them, writes rows: the workers, Airflow, `mbyn run`), and ``mbyn_reader`` may only
+SELECT (``default_transaction_read_only`` on, no CREATE anywhere, no TEMP in ``mbyn``, no large objects):
+``mbyn sql``, ``mbyn status`` and the pipeline view read as it (``mbyn.warehouse.roles``). PUBLIC loses every
+right on database ``mbyn``, CREATE on its schema ``public`` and the functions creating large objects; tables
+an older version made as the superuser are handed to the loader. Passwords are random, one 0600 file each, and
+reach the server as SCRAM verifiers computed here (libpq's ``PQencryptPasswordConn``), so not even the server
+log could show one. One ``ensure_roles`` at a time (an advisory lock): two `up` at once agree on the passwords.
 """
 
 from __future__ import annotations
@@ -41,18 +52,31 @@ from typing import Any
 from urllib.parse import quote
 
 from mbyn.errors import PortInUseError, PostgresError, PostgresNotInstalledError
+from mbyn.files import atomic_write
 from mbyn.local.processes import port_open, progress_printer
-from mbyn.settings import Settings
+from mbyn.settings import (
+    POSTGRES_DATABASE,
+    POSTGRES_LOADER,
+    POSTGRES_READER,
+    POSTGRES_SUPERUSER,
+    Settings,
+    postgres_password_name,
+)
 
 SERVER_OS_USER = "postgres"
-SUPERUSER = "mbyn"
-DATABASE = "mbyn"
+SUPERUSER = POSTGRES_SUPERUSER
+LOADER = POSTGRES_LOADER
+READER = POSTGRES_READER
+ROLES = (SUPERUSER, LOADER, READER)
+DATABASE = POSTGRES_DATABASE
 DEBIAN_BIN_ROOT = Path("/usr/lib/postgresql")
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
 #: Linux limits a unix socket path to 107 bytes; longer socket folders are left out (TCP only).
 MAX_SOCKET_PATH = 107
 CONF_NAME = "mbyn.conf"
+#: pg_advisory_lock key serialising ``ensure_roles`` (any number unique on this server).
+ROLES_LOCK = 73858
 
 
 log = progress_printer("postgres")
@@ -79,20 +103,27 @@ class LocalPostgres:
 
     @property
     def password_file(self) -> Path:
-        return self.home / "password"
+        return self.password_path(SUPERUSER)
+
+    def password_path(self, role: str) -> Path:
+        """The 0600 file holding ``role``'s password."""
+        return self.home / postgres_password_name(role)
 
     @property
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
-    def url(self, database: str = DATABASE) -> str:
-        """The SQLAlchemy URL of ``database`` on this server (``postgresql+psycopg://mbyn:…@127.0.0.1:PORT/db``)."""
+    def url(self, database: str = DATABASE, role: str = SUPERUSER) -> str:
+        """The SQLAlchemy URL of ``database`` on this server as ``role``
+        (``postgresql+psycopg://<role>:…@127.0.0.1:PORT/db``); the superuser's by default (setup)."""
+        if role not in ROLES:
+            raise PostgresError(f"no role {role!r} on the local PostgreSQL; its roles are {', '.join(ROLES)}")
         try:
-            password = self.password_file.read_text().strip()
+            password = self.password_path(role).read_text().strip()
         except FileNotFoundError:
-            raise PostgresError(f"the local PostgreSQL in {self.home} is not initialised; "
+            raise PostgresError(f"the local PostgreSQL in {self.home} has no {role} yet; "
                                 "run `mbyn postgres up`") from None
-        return f"postgresql+psycopg://{SUPERUSER}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{role}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
 
 
 # Binaries and OS user ---------------------------------------------------------------------------------
@@ -270,12 +301,12 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def _admin_connection(pg: LocalPostgres, connect_timeout: int) -> Any:
-    """An autocommit connection to database ``postgres`` as the superuser, over 127.0.0.1 with the 0600 password."""
+def _admin_connection(pg: LocalPostgres, connect_timeout: int, dbname: str = "postgres") -> Any:
+    """An autocommit connection to ``dbname`` as the superuser, over 127.0.0.1 with the 0600 password."""
     import psycopg  # noqa: PLC0415 - only with a local server (65 ms); every CLI command imports this module
 
     password = pg.password_file.read_text().strip()
-    return psycopg.connect(host="127.0.0.1", port=pg.port, user=SUPERUSER, password=password, dbname="postgres",
+    return psycopg.connect(host="127.0.0.1", port=pg.port, user=SUPERUSER, password=password, dbname=dbname,
                            autocommit=True, connect_timeout=connect_timeout)
 
 
@@ -307,8 +338,69 @@ def ensure_database(pg: LocalPostgres, name: str = DATABASE) -> bool:
     return True
 
 
+def _role_password(pg: LocalPostgres, role: str) -> str:
+    """``role``'s password from its 0600 file; a random one is made the first time."""
+    path = pg.password_path(role)
+    if not path.exists():
+        atomic_write(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
+    return path.read_text().strip()
+
+
+def ensure_roles(pg: LocalPostgres) -> None:
+    """Create (or re-key from their files) the loader and the reader and give them their rights on database
+    ``mbyn`` — and nothing to PUBLIC; idempotent (see the module docstring).
+
+    One caller at a time (a session advisory lock, released when its connection closes): two `up` at once (two
+    `mbyn run`) would both CREATE ROLE (one fails), or both write a password file and re-key the role with
+    different passwords, leaving a file the server does not accept.
+    """
+    with _admin_connection(pg, connect_timeout=10) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", (ROLES_LOCK,))
+        _ensure_roles(pg)
+
+
+def _ensure_roles(pg: LocalPostgres) -> None:
+    from psycopg import sql  # noqa: PLC0415 - as in _admin_connection
+
+    loader, reader, database = sql.Identifier(LOADER), sql.Identifier(READER), sql.Identifier(DATABASE)
+    with _admin_connection(pg, connect_timeout=10) as conn:
+        for role in (LOADER, READER):
+            verifier = conn.pgconn.encrypt_password(_role_password(pg, role).encode(), role.encode(),
+                                                    b"scram-sha-256").decode()
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}")
+                         .format(sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(role),
+                                 sql.Literal(verifier)))
+        conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(reader))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+        conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(database, loader))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, reader))
+    with _admin_connection(pg, connect_timeout=10, dbname=DATABASE) as conn:
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        # PUBLIC may create large objects by default: rows in this database even the reader could write
+        conn.execute("REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) "
+                     "FROM PUBLIC")
+        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(loader))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(reader))
+        kinds = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}  # a table's sequences follow it
+        owned = conn.execute("SELECT c.relname, c.relkind FROM pg_class c "
+                             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                             "AND c.relkind IN ('r', 'p', 'v', 'm') AND pg_get_userbyid(c.relowner) = %s",
+                             (SUPERUSER,)).fetchall()
+        for name, kind in owned:
+            conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kinds[kind]), sql.Identifier("public", name),
+                                                                  loader))
+        if owned:
+            log(f"handed {len(owned)} table(s) made by the superuser to {LOADER}")
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(reader))
+        # ... and the superuser's too: a warehouse URL kept from before the roles still names it
+        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {}, {} IN SCHEMA public GRANT SELECT ON TABLES TO {}")
+                     .format(loader, sql.Identifier(SUPERUSER), reader))
+
+
 def up(settings: Settings, timeout: float = START_TIMEOUT_S) -> str:
-    """Start the server (initdb on first use), create database ``mbyn``, return its SQLAlchemy URL.
+    """Start the server (initdb on first use), create database ``mbyn`` and the roles, return the SQLAlchemy URL
+    of daily work: database ``mbyn`` as the loader (``LocalPostgres.url`` gives the others).
 
     Idempotent: when this data folder's server is already running on the configured port it only makes
     sure the database exists. Raises PostgresNotInstalledError without the binaries, PortInUseError when
@@ -323,8 +415,9 @@ def up(settings: Settings, timeout: float = START_TIMEOUT_S) -> str:
                                 f"is {pg.port}; run `mbyn postgres down` first")
         wait_accepting(pg, timeout)
         ensure_database(pg)
+        ensure_roles(pg)
         log(f"already running (pid {pid}) on 127.0.0.1:{port}")
-        return pg.url()
+        return pg.url(role=LOADER)
     if port_open(pg.port):
         raise PortInUseError(f"port {pg.port} on 127.0.0.1 is in use by another program; set MBYN_POSTGRES_PORT "
                              "to a free port (1024..65000)")
@@ -345,8 +438,9 @@ def up(settings: Settings, timeout: float = START_TIMEOUT_S) -> str:
                             f"last lines of {pg.log_file}:\n{_tail(pg.log_file)}")
     wait_accepting(pg, timeout)
     ensure_database(pg)
-    log(f"ready: database {DATABASE} on 127.0.0.1:{pg.port}")
-    return pg.url()
+    ensure_roles(pg)
+    log(f"ready: database {DATABASE} on 127.0.0.1:{pg.port} (daily work as {LOADER}, reads as {READER})")
+    return pg.url(role=LOADER)
 
 
 def down(settings: Settings, timeout: float = STOP_TIMEOUT_S) -> bool:

@@ -44,8 +44,7 @@ def _banner(settings: Settings, airflow_url: str | None, warehouse: str) -> str:
              f"Kafka bootstrap     {settings.bootstrap()}"]
     # No password on screen (the terminal may be shared or recorded): the banner says where to get them.
     if airflow_url:
-        lines += [f"Airflow UI          {airflow_url}   (user {local_airflow.ADMIN_USER}; password: "
-                  "mbyn airflow password)",
+        lines += [f"Airflow UI          {airflow_url}   ({local_airflow.login_hint(settings)})",
                   f"Pipeline view       {airflow_url}/plugin/mbyn-pipeline   (or {airflow_url}/mbyn/)"]
     lines += [f"Warehouse           {hide_password(warehouse)}"
               + ("   (full URL: mbyn postgres url)" if hide_password(warehouse) != warehouse else ""),

@@ -67,6 +67,7 @@ from sqlalchemy.schema import CreateColumn
 
 from mbyn.errors import SinkRejectedError, SinkUnavailableError, WarehouseError
 from mbyn.settings import get_settings
+from mbyn.warehouse.roles import read_url
 from mbyn.warehouse.schema import ADDED_COLUMNS, WIDENED_COLUMNS, kafka_offsets, metadata
 
 if TYPE_CHECKING:
@@ -117,8 +118,10 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
 
 def warehouse_engine(settings: Any = None, *, read_only: bool = False) -> Engine:
-    """The engine for ``settings.warehouse()`` (default settings when None)."""
-    return make_engine((settings or get_settings()).warehouse(), read_only=read_only)
+    """The engine for ``settings.warehouse()`` (default settings when None); ``read_only``: as the read-only
+    role when there is one (``mbyn.warehouse.roles.read_url``)."""
+    settings = settings or get_settings()
+    return make_engine(read_url(settings) if read_only else settings.warehouse(), read_only=read_only)
 
 
 @contextmanager
