@@ -286,3 +286,66 @@ def test_a_batch_log_that_cannot_be_written_does_not_fail_a_committed_batch(engi
         assert conn.execute(sa.text("SELECT count(*) FROM clicks")).scalar() == 1
         assert load_offsets(conn, loader.group_id) == {("p-clickstream", 0): 1}
     assert loader.rows_written == 1
+
+
+class _Committer:
+    """commit(offsets=, asynchronous=) recording each call; assign/close for the rebalance and stop paths."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[tuple[str, int], int], bool]] = []
+        self.metadata: list[dict[tuple[str, int], str | None]] = []  # per call: the commit metadata
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition] | None:
+        self.calls.append(({(tp.topic, tp.partition): tp.offset for tp in offsets}, asynchronous))
+        self.metadata.append({(tp.topic, tp.partition): tp.metadata for tp in offsets})
+        return None if asynchronous else offsets
+
+    def close(self) -> None:
+        pass
+
+
+def test_sink_mode_commits_asynchronously_and_confirms_before_a_revoke_and_at_the_stop():
+    """"sink" mode: the Kafka commit is informational (the offsets that count are in the sink), so the loop does
+    not wait for it per batch; but before partitions go to another copy, and at the end of the run, the latest
+    offsets are committed synchronously — Kafka's committed offsets then equal what the sink wrote."""
+    class Sink(StreamConsumer):
+        name = "sink"
+        topics = ("orders",)
+        commit_mode = "sink"
+
+    loop = ConsumerLoop(Sink(), load_settings())
+    loop._kafka = kafka = _Committer()  # type: ignore[assignment]
+    for p0, p1 in ((5, 3), (9, 4)):
+        batch = Batch([], {("o", 0): p0, ("o", 1): p1})
+        loop._commit(batch)
+    assert kafka.calls == [({("o", 0): 5, ("o", 1): 3}, True), ({("o", 0): 9, ("o", 1): 4}, True)]
+    loop._on_revoke(kafka, [TopicPartition("o", 1)])  # type: ignore[arg-type]
+    assert kafka.calls[-1] == ({("o", 1): 4}, False), "the revoked partition's latest offset, synchronously"
+    loop._close_kafka()
+    assert kafka.calls[-1] == ({("o", 0): 9}, False), "at the stop: the rest, synchronously"
+    assert len(kafka.calls) == 4 and loop.counters.commit_failures == 0
+
+
+def test_a_batch_the_consumer_dropped_is_not_reported_as_held():
+    """A sink that drops a batch (fenced by another copy's offsets: ``offsets_to_commit`` is empty) kept none of its
+    records. The next commit of that partition — here the synchronous one at the stop — must not claim them as
+    held by design (``mbyn:next=``): the lag monitor would show them as held, not waiting, and time the lag at the
+    wrong record."""
+    class Fenced(StreamConsumer):
+        name = "fenced"
+        topics = ("orders",)
+        commit_mode = "sink"
+        drop = False
+
+        def offsets_to_commit(self, batch: Batch) -> dict[tuple[str, int], int]:
+            return {} if self.drop else dict(batch.next_offsets)
+
+    app = Fenced()
+    loop = ConsumerLoop(app, load_settings())
+    loop._kafka = kafka = _Committer()  # type: ignore[assignment]
+    loop._commit(Batch([], {("o", 0): 100}))
+    app.drop = True
+    loop._commit(Batch([], {("o", 0): 150}))  # dropped: nothing stored, nothing committed
+    loop._close_kafka()
+    assert kafka.calls[-1] == ({("o", 0): 100}, False)
+    assert kafka.metadata[-1] == {("o", 0): ""}, "nothing is held: the dropped records were never kept"

@@ -25,9 +25,11 @@ p of both topics to the same copy (``roundrobin`` would not).
 unmatched payments until the timeout, velocity windows until they close. It is bounded by those times.
 The committed offset of each partition is the oldest offset still held in state (``offsets_to_commit``),
 so a restarted copy — or the new owner after a rebalance — re-reads exactly what it needs to rebuild the
-state. Re-reading can re-raise an alert that was already sent: ``alert_id`` and ``event_id`` are
-deterministic (UUIDv5 of the rule and the payment / customer+window), so downstream de-duplicates
-(the warehouse-loader keeps the first row per alert_id). Alerts are flushed before any commit.
+state. Each commit also says how far the copy really read (commit metadata ``mbyn:next=``), so the lag
+monitor and the pipeline view show the records in between as *held* by the join window, not as lag.
+Re-reading can re-raise an alert that was already sent: ``alert_id`` and ``event_id`` are deterministic
+(UUIDv5 of the rule and the payment / customer+window), so downstream de-duplicates (the warehouse-loader
+keeps the first row per alert_id). Alerts are flushed before any commit.
 
 Run: ``mbyn consume fraud-detector [--timeout 120] [--velocity-threshold 5]``.
 """
@@ -48,6 +50,7 @@ from mbyn.consumers.contract import Batch, ConsumerRuntime, PartitionKey, Stream
 from mbyn.consumers.runtime import run_consumer_cli
 from mbyn.consumers.warehouse_sink import shift
 from mbyn.errors import ConfigError, SinkUnavailableError
+from mbyn.kafka.consumer import held_metadata
 from mbyn.kafka.producer import DeliveryError, TopicProducer
 from mbyn.options import CONSUMER_OPTIONS, Args, Option, option
 from mbyn.settings import Settings
@@ -284,6 +287,7 @@ class FraudDetector(StreamConsumer):
         self.next_offsets: dict[PartitionKey, int] = {}
         self.alerts_by_kind: dict[str, int] = {}
         self._last_catch_up_check = 0.0
+        self._idle_committed: dict[PartitionKey, int] = {}  # what the last idle commit committed
 
     def open(self, runtime: ConsumerRuntime) -> None:
         self.runtime = runtime
@@ -354,7 +358,8 @@ class FraudDetector(StreamConsumer):
             alerts += self.rules.advance(partition, wall)
         if alerts:
             self._send(alerts)
-            self._commit_now(runtime)
+        if alerts or self.offsets_to_commit(Batch([], {})) != self._idle_committed:
+            self._commit_now(runtime)  # state expired: fewer records held (what the lag monitor reports)
 
     def _caught_up(self, runtime: ConsumerRuntime) -> bool:
         self._last_catch_up_check = time.monotonic()
@@ -369,9 +374,12 @@ class FraudDetector(StreamConsumer):
         offsets = self.offsets_to_commit(Batch([], {}))
         if not offsets:
             return
+        self._idle_committed = dict(offsets)
         try:
-            runtime.kafka.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
-                                 asynchronous=False)
+            # The metadata says how far it read: the records in between are held (join state), not waiting.
+            runtime.kafka.commit(offsets=[
+                TopicPartition(t, p, o, metadata=held_metadata(o, self.next_offsets.get((t, p))))
+                for (t, p), o in sorted(offsets.items())], asynchronous=False)
         except KafkaException as exc:  # a rebalance in between: the next owner re-reads and re-alerts (deduped)
             log.warning("%s: commit after idle expiry failed (%s)", NAME, exc)
 

@@ -22,9 +22,14 @@ sending dead letters in ``mbyn.consumers.dead_letter_sender``:
   (at-least-once: a crash between the sink write and the commit re-delivers the batch; make the sink
   idempotent). ``"sink"`` — the consumer stores ``batch.next_offsets`` in its sink in the same
   transaction as the data and returns them from ``on_assign`` (exactly-once into that sink); Kafka
-  commits still happen, asynchronously, so lag tools see progress, but nothing reads them back.
+  commits still happen so lag tools see progress, but nothing reads them back: asynchronously after each
+  batch (the loop does not wait a round trip per batch), then synchronously for the owned partitions
+  before they are revoked and at the end of the run, so "Kafka committed == written" holds at every stop.
   ``"transaction"`` — the consumer commits itself (``send_offsets_to_transaction`` with
   ``runtime.group_metadata()`` and ``batch.offsets()``); the runtime never commits.
+  A consumer whose ``offsets_to_commit`` stays below what it processed (a join holding records) commits with
+  the metadata ``mbyn:next=<next offset processed>`` (``mbyn.kafka.consumer.held_metadata``), so the lag
+  monitor tells records it holds from records waiting.
 * **Failures are classified by where they happen**, not by a list of exception types — no record can
   stop a consumer:
 
@@ -75,7 +80,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +91,7 @@ from mbyn.consumers.batch_writer import BatchWriter
 from mbyn.consumers.contract import Batch, ConsumerCounters, PartitionKey, PolledRecord, Record, StreamConsumer
 from mbyn.consumers.dead_letter_sender import dead_letter_producer, send_dead_letter
 from mbyn.kafka.clients import wait_for_broker
-from mbyn.kafka.consumer import group_consumer
+from mbyn.kafka.consumer import group_consumer, held_metadata
 from mbyn.kafka.producer import DeliveryError, TopicProducer
 from mbyn.options import Args
 from mbyn.process import Progress, StopFlag, setup_logging
@@ -131,6 +136,10 @@ class ConsumerLoop:
         self._dlq_error: BaseException | None = None
         # While ``_poll`` drains: the partitions a rebalance callback revoked (or lost) inside that consume call.
         self._revoked: set[PartitionKey] | None = None
+        # The next offset processed per partition (the last batch's): a commit below it carries held_metadata.
+        self._processed: dict[PartitionKey, int] = {}
+        # "sink" mode: the next offsets committed asynchronously and not yet confirmed by a synchronous commit.
+        self._unconfirmed: dict[PartitionKey, int] = {}
 
     # Properties consumers may use ---------------------------------------------------------------
 
@@ -323,6 +332,7 @@ class ConsumerLoop:
         which leaves the group now, not after the session timeout."""
         try:
             self._settle()
+            self._confirm_commits()
         finally:
             try:
                 if self._pool is not None:
@@ -334,27 +344,52 @@ class ConsumerLoop:
     def _commit(self, batch: Batch) -> None:
         mode = self.app.commit_mode
         offsets = self.app.offsets_to_commit(batch)
+        # Only what the consumer kept: a batch it dropped (a fenced sink commits nothing of it) holds nothing.
+        self._processed.update((k, o) for k, o in batch.next_offsets.items() if k in offsets)
         if mode == "transaction" or not offsets:
             return
-        # Synchronous in both modes: a few milliseconds per batch buys "committed == written" at every
-        # stop, which lag monitoring and operators rely on. In "sink" mode a failure is harmless (the sink
-        # holds the offsets that count); in "kafka" mode it means the batch will be re-delivered.
-        consequence = "informational only" if mode == "sink" else "the batch will be re-delivered"
+        if mode == "sink":
+            # Informational (the sink holds the offsets that count): asynchronous, confirmed synchronously by
+            # ``_confirm_commits`` before a revoke and at the end of the run.
+            self._unconfirmed.update(offsets)
+            try:
+                self.kafka.commit(offsets=_partitions(offsets), asynchronous=True)
+            except KafkaException as exc:
+                self.counters.commit_failures += 1
+                log.warning("%s: commit failed (%s); informational only", self.app.name, exc)
+            else:
+                self.counters.commits += 1
+            return
+        # Synchronous: a few milliseconds per batch buys "committed == written" at every stop, which lag
+        # monitoring and operators rely on; a failure means the batch will be re-delivered.
+        self._commit_now(offsets, "the batch will be re-delivered")
+
+    def _commit_now(self, offsets: Mapping[PartitionKey, int], consequence: str) -> bool:
+        """A synchronous commit of ``offsets``; False (logged, counted) when it failed."""
         try:
-            result = self.kafka.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
-                                       asynchronous=False)
+            result = self.kafka.commit(offsets=_partitions(offsets, self._processed), asynchronous=False)
         except KafkaException as exc:
             # Typically a rebalance took the partitions away while the batch was being processed.
             self.counters.commit_failures += 1
             log.warning("%s: commit failed (%s); %s", self.app.name, exc, consequence)
-            return
+            return False
         failed = [tp for tp in result or [] if tp.error is not None]
         if failed:
             self.counters.commit_failures += 1
             log.warning("%s: commit failed for %s; %s", self.app.name,
                         ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in failed), consequence)
-        else:
-            self.counters.commits += 1
+            return False
+        self.counters.commits += 1
+        return True
+
+    def _confirm_commits(self, keys: Iterable[PartitionKey] | None = None) -> None:
+        """In "sink" mode: commit synchronously the latest offsets committed asynchronously (of ``keys``, or all),
+        so the group's Kafka offsets equal what the sink wrote when partitions move or the run ends."""
+        chosen = {k: o for k, o in self._unconfirmed.items() if keys is None or k in keys}
+        for key in chosen:
+            del self._unconfirmed[key]
+        if chosen:
+            self._commit_now(chosen, "informational only")
 
     # Dead letters -------------------------------------------------------------------------------
 
@@ -406,6 +441,7 @@ class ConsumerLoop:
     def _on_revoke(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle()  # written and committed before the partitions go to another copy
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._confirm_commits(set(keys))
         if self._revoked is not None:
             self._revoked.update(keys)
         self.app.on_revoke(self, keys)
@@ -416,6 +452,8 @@ class ConsumerLoop:
     def _on_lost(self, kafka: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle()
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        for key in keys:  # another copy owns them: a commit now would fail
+            self._unconfirmed.pop(key, None)
         if self._revoked is not None:
             self._revoked.update(keys)
         log.warning("%s: lost %d partition(s) (session timed out); another copy owns them now", self.app.name,
@@ -478,3 +516,12 @@ def run_consumer_cli(factory: Callable[[], StreamConsumer], settings: Settings, 
     print(json.dumps(summary), flush=True)
     sys.stdout.flush()
     return 0 if summary["abandoned"] == 0 else 1
+
+
+def _partitions(offsets: Mapping[PartitionKey, int],
+                processed: Mapping[PartitionKey, int] | None = None) -> list[TopicPartition]:
+    """What to commit; an offset below the one ``processed`` says so in its metadata (a join holds records)."""
+    processed = processed or {}
+    # held_metadata is "" when nothing is held (confluent-kafka refuses metadata=None)
+    return [TopicPartition(t, p, o, metadata=held_metadata(o, processed.get((t, p))))
+            for (t, p), o in sorted(offsets.items())]

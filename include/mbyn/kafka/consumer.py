@@ -1,4 +1,6 @@
-"""The Kafka consumer client as mbyn's consumers use it: its defaults, a configured group member, safe headers.
+"""The Kafka consumer client as mbyn's consumers use it: its defaults, a configured group member, safe headers,
+and the commit metadata of a consumer that holds records (``held_metadata``; read back by
+``mbyn.kafka.inspect.groups``).
 
 The loop that runs on it (poll in batches, decode, dead-letter, process, commit) is ``mbyn.consumers.runtime``;
 the contract a consumer implements, ``mbyn.consumers.contract``.
@@ -88,3 +90,25 @@ def message_headers(message: Message) -> list[tuple[str, bytes | None]]:
         name, value = item
         headers.append((name, value.encode() if isinstance(value, str) else value))
     return headers
+
+
+#: Commit metadata of a consumer that commits less than it processed: ``mbyn:next=<next offset processed>``.
+HELD_METADATA = "mbyn:next="
+
+
+def held_metadata(committed: int, processed: int | None) -> str:
+    """The metadata to commit ``committed`` with when the consumer processed up to ``processed`` (the next
+    offset): ``mbyn:next=<processed>`` when it holds records (``processed > committed``), else "" (none;
+    ``TopicPartition`` refuses None)."""
+    return f"{HELD_METADATA}{processed}" if processed is not None and processed > committed else ""
+
+
+def held_from_metadata(metadata: str | None, committed: int | None) -> int:
+    """Records held past ``committed`` according to a commit's metadata; 0 without (or with foreign or
+    malformed) metadata — any client may commit any text there."""
+    if committed is None or committed < 0 or not metadata or not metadata.startswith(HELD_METADATA):
+        return 0
+    text = metadata[len(HELD_METADATA):]
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        return 0
+    return max(0, int(text) - committed)

@@ -9,9 +9,13 @@ consumers ask the broker here, never with clients of their own:
   ``tail_ranges`` (the last N offsets).
 * **Groups** — ``groups`` (state, members and their assignment, committed offsets, for every group of a
   prefix), ``group_members`` (of one group), ``committed_offsets`` (of one group).
-* **Lag** — ``committed_lag`` (end − committed, else end − start: what the lag monitor samples) and
-  ``group_lag`` (end − the sink's stored offset, else committed, else start: what ``mbyn status`` and the
-  view show; the stored offsets come from the caller, read from the warehouse).
+* **Lag** — ``committed_lag`` (end − committed, else end − start, the records the group holds and the live
+  members: what the lag monitor samples), ``next_timestamps`` (the time of the next record a group has not
+  read: seconds behind) and ``group_lag`` (end − the sink's stored offset, else committed, else start: what
+  ``mbyn status`` and the view show; the stored offsets come from the caller, read from the warehouse).
+* **Held records** — a consumer that commits less than it processed (a join keeping records in memory: the
+  fraud-detector) says how far it really read in the commit's metadata (``mbyn.kafka.consumer.held_metadata``);
+  ``groups`` reads it back: ``held = next − committed`` are records read but held by design, not waiting.
 * **Reading** — ``reader`` is an assign-only consumer (never subscribes, never commits, so it creates no
   group); its group id is ``mbyn-probe-<who>-<random>`` (``PROBE_GROUP``), which ``groups`` leaves out.
   ``scan`` reads every record of some offset ranges with it.
@@ -26,7 +30,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -42,6 +46,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from mbyn.errors import MbynError
 from mbyn.kafka.clients import admin_client, client_config
+from mbyn.kafka.consumer import held_from_metadata
 from mbyn.settings import Settings
 
 log = logging.getLogger("mbyn.inspect")
@@ -202,6 +207,7 @@ class Group:
     state: str  # the broker's group state, lower case ("stable", "empty", …)
     members: tuple[Member, ...]
     committed: dict[PartitionKey, int | None]  # None: the partition is listed without a committed offset
+    held: dict[PartitionKey, int] = field(default_factory=dict)  # records read but held (commit metadata), > 0
 
 
 def _members(description: Any) -> tuple[Member, ...]:
@@ -222,8 +228,10 @@ def groups(admin: AdminClient, prefix: str, timeout_s: float = TIMEOUT_S) -> dic
     described = admin.describe_consumer_groups(ids, request_timeout=timeout_s)
     for group_id in ids:
         desc = described[group_id].result()
+        listed = _committed(admin, group_id, None, timeout_s)
+        held = {(tp.topic, tp.partition): held_from_metadata(tp.metadata, int(tp.offset)) for tp in listed}
         found[group_id] = Group(group_id, str(getattr(desc.state, "name", desc.state)).lower(), _members(desc),
-                                committed_offsets(admin, group_id, timeout_s=timeout_s))
+                                _offsets(listed), {k: n for k, n in held.items() if n > 0})
     return found
 
 
@@ -242,22 +250,37 @@ def committed_offsets(admin: AdminClient, group_id: str, partitions: Iterable[Pa
                       timeout_s: float = TIMEOUT_S) -> dict[PartitionKey, int | None]:
     """The group's committed offsets (of ``partitions``, else of every partition it committed); None for a
     partition listed without one. Partitions the broker reports an error for are left out."""
+    return _offsets(_committed(admin, group_id, partitions, timeout_s))
+
+
+def _committed(admin: AdminClient, group_id: str, partitions: Iterable[PartitionKey] | None,
+               timeout_s: float) -> list[TopicPartition]:
+    """The group's committed offsets with their metadata, partitions with an error left out."""
     wanted = None if partitions is None else [TopicPartition(t, p) for t, p in partitions]
     request = ConsumerGroupTopicPartitions(group_id, wanted)
     result = admin.list_consumer_group_offsets([request], request_timeout=timeout_s)[group_id].result()
-    return {(tp.topic, tp.partition): int(tp.offset) if tp.offset >= 0 else None
-            for tp in result.topic_partitions or [] if tp.error is None}
+    return [tp for tp in result.topic_partitions or [] if tp.error is None]
+
+
+def _offsets(listed: list[TopicPartition]) -> dict[PartitionKey, int | None]:
+    return {(tp.topic, tp.partition): int(tp.offset) if tp.offset >= 0 else None for tp in listed}
 
 
 # Lag --------------------------------------------------------------------------------------------------
 
 
-def committed_lag(admin: AdminClient, prefix: str, who: str, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any]]:
+def committed_lag(admin: AdminClient, prefix: str, who: str, timeout_s: float = TIMEOUT_S,
+                  timestamps: Consumer | None = None) -> list[dict[str, Any]]:
     """One row per (group, topic, partition) of the groups of ``prefix``: committed partitions plus those
     assigned to live members (a member that never committed still shows up).
 
     Rows: ``consumer_group, topic, partition, end_offset, committed_offset`` (None if never committed),
-    ``lag`` = end − committed, else end − start — sorted by group, topic, partition.
+    ``lag`` = end − committed, else end − start (with a ``timestamps`` reader: held only, when no record is left
+    to read past what the group read — a transaction's commit marker, offsets retention deleted: nothing waits
+    there, ever); ``held`` = records of that lag read but held (commit metadata);
+    ``members`` = live members; ``lag_seconds`` = the wait of the next unread record (at committed + held;
+    ``next_timestamps`` through the ``timestamps`` reader; 0.0 when nothing waits, None when unknown or no
+    reader is given) — sorted by group, topic, partition.
     """
     found = groups(admin, prefix, timeout_s)
     partitions: dict[str, dict[PartitionKey, int | None]] = {}
@@ -272,16 +295,91 @@ def committed_lag(admin: AdminClient, prefix: str, who: str, timeout_s: float = 
     ends = list_offsets(admin, wanted, "latest", who, timeout_s)
     starts = list_offsets(admin, {k for per in partitions.values() for k, v in per.items() if v is None},
                           "earliest", who, timeout_s)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for group_id in sorted(partitions):
+        group = found[group_id]
         for (topic, partition), committed in sorted(partitions[group_id].items()):
             end = ends.get((topic, partition))
             if end is None:  # the topic was deleted meanwhile
                 continue
             base = committed if committed is not None else starts.get((topic, partition), 0)
+            lag = max(0, end - base)
+            held = min(lag, group.held.get((topic, partition), 0))
             rows.append({"consumer_group": group_id, "topic": topic, "partition": partition, "end_offset": end,
-                         "committed_offset": committed, "lag": max(0, end - base)})
+                         "committed_offset": committed, "lag": lag, "held": held, "members": len(group.members),
+                         "lag_seconds": 0.0 if lag == held else None})
+    if timestamps is not None:
+        waiting: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["lag_seconds"] is None:
+                waiting.setdefault((r["topic"], r["partition"], r["end_offset"] - r["lag"] + r["held"]), []).append(r)
+        found_ms = next_timestamps(timestamps, list(waiting), timeout_s=min(timeout_s, 5.0))
+        now_ms = time.time() * 1000
+        for at, ms in found_ms.items():
+            for r in waiting[at]:
+                if ms is None:  # no record left to read (a commit marker, offsets retention deleted): none waits
+                    r["lag"] = r["held"]
+                r["lag_seconds"] = 0.0 if ms is None else round(max(0.0, now_ms - ms) / 1000, 3)
     return rows
+
+
+def next_timestamps(consumer: Consumer, wanted: Iterable[tuple[str, int, int]],
+                    timeout_s: float = 5.0) -> dict[tuple[str, int, int], int | None]:
+    """Per (topic, partition, offset) the timestamp (ms) of the record there (the next one a group will read),
+    else of the first readable record after it (markers are never delivered; a deleted offset reads the oldest);
+    None when the log ends first (only transaction markers left: nothing waits).
+
+    ``consumer``: a ``lag_reader``. One record per offset is fetched, not the backlog; several offsets of one
+    partition take one pass each. Left out: no record within ``timeout_s``, no timestamp, an error (no READ).
+    """
+    todo: dict[PartitionKey, list[int]] = {}
+    for t, p, o in sorted(set(wanted), reverse=True):
+        if o >= 0:
+            todo.setdefault((t, p), []).append(o)
+    found: dict[tuple[str, int, int], int | None] = {}
+    deadline = time.monotonic() + timeout_s
+    while todo and time.monotonic() < deadline:
+        one_pass = {key: offsets.pop() for key, offsets in todo.items()}
+        todo = {key: offsets for key, offsets in todo.items() if offsets}
+        for key, ms in _first_timestamps(consumer, dict(one_pass), deadline).items():
+            found[(*key, one_pass[key])] = ms
+    return found
+
+
+def _first_timestamps(consumer: Consumer, positions: dict[PartitionKey, int],
+                      deadline: float) -> dict[PartitionKey, int | None]:
+    """``next_timestamps`` for one offset per partition, until ``deadline`` (monotonic)."""
+    found: dict[PartitionKey, int | None] = {}
+    consumer.assign([TopicPartition(t, p, o) for (t, p), o in sorted(positions.items())])
+    try:
+        while positions and time.monotonic() < deadline:
+            for msg in consumer.consume(len(positions), 0.2):
+                key = (msg.topic() or "", int(msg.partition() or 0))
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF and positions.pop(key, None) is not None:
+                        found[key] = None  # only transaction markers up to the end: nothing readable waits
+                    elif err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED or err.fatal():
+                        log.warning("timestamps of %s unreadable: %s", key[0], err.str())
+                        positions = {k: o for k, o in positions.items() if k[0] != key[0]}
+                    continue
+                if key not in positions:
+                    continue
+                ts_type, ts = msg.timestamp()
+                if ts_type != 0 and ts is not None and ts >= 0:  # 0 = TIMESTAMP_NOT_AVAILABLE
+                    found[key] = int(ts)
+                positions.pop(key)
+    finally:
+        consumer.unassign()
+    return found
+
+
+def lag_reader(settings: Settings, who: str) -> Consumer:
+    """The ``reader`` of ``next_timestamps``: read-uncommitted (an open transaction must not hide the next
+    record), resets to the earliest record, fetches one record per partition, not more."""
+    return reader(settings, who, config={"isolation.level": "read_uncommitted", "auto.offset.reset": "earliest",
+                                         "max.partition.fetch.bytes": 1, "queued.max.messages.kbytes": 64,
+                                         "fetch.wait.max.ms": 50})
 
 
 def group_lag(prefix: str, found: Mapping[str, Group], stored: Mapping[str, Mapping[PartitionKey, int]],

@@ -185,6 +185,11 @@ lag_samples = Table(
     Column("end_offset", BigInteger, nullable=False),
     Column("committed_offset", BigInteger),  # NULL: the group has not committed this partition
     Column("lag", BigInteger, nullable=False),
+    # Added later (NULL in older rows; ADDED_COLUMNS): seconds the next unread record has waited (0: none), records
+    # of ``lag`` the group has read but holds by design (a join window), the group's live members.
+    Column("lag_seconds", Float),
+    Column("held", BigInteger),
+    Column("members", Integer),
     Index("ix_lag_samples_group_time", "consumer_group", "sampled_at"),
 )
 
@@ -247,7 +252,8 @@ kafka_offsets = Table(
 
 #: Columns added to existing tables after their first release: ``init_schema`` adds what a warehouse
 #: created by an older version lacks (``create_all`` only creates missing tables).
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("quarantine", "error_traceback"),)
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("quarantine", "error_traceback"), ("lag_samples", "lag_seconds"),
+                                              ("lag_samples", "held"), ("lag_samples", "members"))
 #: Numeric columns widened after their first release: ``init_schema`` widens them on PostgreSQL (SQLite does
 #: not enforce a precision).
 WIDENED_COLUMNS: tuple[tuple[str, str], ...] = (("sales_by_minute", "revenue_eur"),
