@@ -42,6 +42,11 @@ class Worker:
     what it rewound (its offsets live in the warehouse); empty: the group's own copies re-read on their next start.
     ``adds_to``: the table its writes add up in (windows, counters) — ``mbyn replay`` refuses such a group,
     because re-read records would count twice.
+    ``lag_objective_s``: how many seconds behind its groups may fall before the lag-monitor raises a lag alert
+    (``mbyn.consumers.lag_objectives``; None: no objective, never alerted on). A worker that holds records by
+    design (a join window) needs an objective above that window.
+    ``holds``: why it holds records it has read by design (a join or window): its commits stay behind what it
+    processed, and the lag monitor and the pipeline view show that part of its lag as *held*, not waiting.
     """
 
     name: str
@@ -60,6 +65,8 @@ class Worker:
     monitor: bool = False
     replay_class: str = ""
     adds_to: str = ""
+    lag_objective_s: float | None = None
+    holds: str = ""
 
     def __post_init__(self) -> None:
         if not self.groups and self.reads:
@@ -112,37 +119,41 @@ WORKERS: dict[str, Worker] = _declare(
     Worker("payments", "producer", "mbyn.sources.payments",
            "Java/kafka-clients payments service: orders → payment outcomes (authorized, declined, ...)",
            reads=("orders",), writes=("payments", DEAD_LETTERS), groups=("payments-service",),
-           source="payments-service", copies=2),
+           source="payments-service", copies=2, lag_objective_s=60.0),
     Worker("shipments", "producer", "mbyn.sources.shipments",
            "Go/franz-go shipment tracker: authorized payments → shipment status changes",
            reads=("payments",), writes=("shipments", DEAD_LETTERS), groups=("shipment-tracker",),
-           source="shipment-tracker", copies=2, args=("--stage-delay", "5")),
+           source="shipment-tracker", copies=2, args=("--stage-delay", "5"),
+           lag_objective_s=120.0),
     # Consumers ----------------------------------------------------------------------------------------
     Worker("warehouse-loader", "consumer", "mbyn.consumers.warehouse_loader",
            "raw topics → warehouse tables, exactly once (offsets stored with the rows)",
            reads=(*RAW_TOPICS, "alerts"), writes=(DEAD_LETTERS,), copies=2, instance_id=True,
-           replay_class="WarehouseLoader"),
+           replay_class="WarehouseLoader", lag_objective_s=30.0),
     Worker("dead-letters", "consumer", "mbyn.consumers.dead_letters",
            "dead-letters topic → quarantine table, exactly once",
            reads=(DEAD_LETTERS,), writes=(DEAD_LETTERS,), copies=1, instance_id=True,
-           replay_class="DeadLetterSink"),
+           replay_class="DeadLetterSink", lag_objective_s=60.0),
     Worker("order-enricher", "consumer", "mbyn.consumers.order_enricher",
            "orders + fx-rates → orders-enriched (EUR amounts), exactly once with Kafka transactions",
            reads=("orders", "fx-rates"), tables=("fx-rates",), writes=("orders-enriched", DEAD_LETTERS),
-           copies=2, instance_id=True, transactional=True),
+           copies=2, instance_id=True, transactional=True, lag_objective_s=30.0),
     Worker("sales-aggregator", "consumer", "mbyn.consumers.sales_aggregator",
            "orders + fx-rates → sales_by_minute (1-minute event-time windows), exactly once",
            reads=("orders", "fx-rates"), tables=("fx-rates",), writes=(DEAD_LETTERS,), copies=2, instance_id=True,
-           adds_to="sales_by_minute"),
+           adds_to="sales_by_minute", lag_objective_s=300.0),  # windows stay open for --lateness (120 s)
     Worker("fraud-detector", "consumer", "mbyn.consumers.fraud_detector",
            "orders ⋈ payments → alerts (amount mismatch, payment without order, order velocity)",
-           reads=("orders", "payments"), writes=("alerts", DEAD_LETTERS), copies=2, instance_id=True),
+           reads=("orders", "payments"), writes=("alerts", DEAD_LETTERS), copies=2, instance_id=True,
+           lag_objective_s=300.0,  # above its join window (--timeout 120 s): held orders are not lag
+           holds="its join window: each order and payment stays in memory up to --timeout (120 s) of stream "
+                 "time to be matched, and is committed only once no rule needs it (a restart re-reads them)"),
     Worker("lake-archiver", "consumer", "mbyn.consumers.lake_archiver",
            "raw topics → Parquet files under var/lake (date/hour partitions)",
-           reads=RAW_TOPICS, writes=(DEAD_LETTERS,), copies=2, instance_id=True),
+           reads=RAW_TOPICS, writes=(DEAD_LETTERS,), copies=2, instance_id=True, lag_objective_s=120.0),
     Worker("lag-monitor", "consumer", "mbyn.consumers.lag_monitor",
-           "consumer-group lag of every group of this prefix → lag_samples, every few seconds",
-           copies=1, monitor=True),
+           "consumer-group lag of every group of this prefix → lag_samples, every few seconds; lag alerts → "
+           "ops-alerts", writes=("ops-alerts",), copies=1, monitor=True),
 )
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mbyn.settings import Settings, get_settings
 from tests.helpers.kafka import read_all
+from tests.helpers.processes import wait_for
 from tests.plugins.airflow import standalone_settings
 
 RUN_TIMEOUT_S = 240.0
@@ -91,62 +90,99 @@ def test_report_without_warehouse_shows_the_alert_alone(report_env: Settings) ->
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
 
 
+@pytest.mark.integration
+def test_the_lag_report_draws_its_trend_from_postgresql_too(report_env: Settings, postgres_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mbyn.contracts.envelope import make_envelope
+    from mbyn.orchestration.lag_alerts import lag_history, write_lag_report
+    from mbyn.warehouse.engine import init_schema, warehouse_engine
+    from mbyn.warehouse.schema import lag_samples
+
+    monkeypatch.setenv("MBYN_WAREHOUSE_URL", postgres_url)
+    get_settings.cache_clear()
+    settings = get_settings()
+    engine = warehouse_engine(settings)
+    init_schema(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(lag_samples.insert(), [
+            {"sampled_at": now - timedelta(seconds=50 - 5 * i), "consumer_group": "g", "topic": "t", "partition": p,
+             "end_offset": 100, "committed_offset": 10, "lag": 10 * i, "lag_seconds": 3.0 * i + p}
+            for i in range(10) for p in (0, 1)])
+    engine.dispose()
+
+    points, note = lag_history(settings, "g", now - timedelta(minutes=5))
+    assert [(n, s) for _, n, s in points] == [(20 * i, 3.0 * i + 1) for i in range(10)] and note == ""
+    assert all(t.tzinfo is not None for t, _, _ in points)
+    body = {"alert_id": "A-1", "state": "raised", "group": "g", "lag": 180, "seconds": 28.0, "objective_s": 20.0,
+            "members": [], "reason": "over", "raised_at": (now - timedelta(seconds=10)).isoformat()}
+    page = write_lag_report(make_envelope("lag_alert", body, "lag-monitor"), settings).read_text()
+    assert page.count("<polyline") == 2 and "objective 20 s" in page and ">raised</text>" in page
+
+
 # End to end ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def local_airflow(topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
-    """A real ``airflow standalone`` for this test only: free ports, temporary var/, stopped afterwards.
+#: The event-driven DAGs one module-scoped ``airflow standalone`` serves (the scheduled DAGs stay out).
+DAG_FILES = ("fraud_incident_report.py", "lag_incident_report.py")
 
-    Its DAGs folder holds only the incident DAG, so the scheduled DAGs do not compete for the machine.
+
+@pytest.fixture(scope="module")
+def local_airflow(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """ONE real ``airflow standalone`` for the tests of this module: free ports, a temporary var/, a topic prefix
+    of its own, stopped afterwards leaving no process behind (each standalone costs about a minute).
+
+    Its DAGs folder holds only the event-driven DAGs, so the scheduled DAGs do not compete for the machine.
     """
-    from mbyn.local import airflow as local
-
-    settings = standalone_settings(monkeypatch)
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    shutil.copy(local.DAGS_FOLDER / "fraud_incident_report.py", dags)
-    state = local.up(settings, dags_folder=dags)
     import psutil
 
+    from mbyn.kafka.admin import apply_topics
+    from mbyn.local import airflow as local
     from mbyn.local.processes import descendants
 
-    tree = {state.pid, *descendants(state.pid)}
-    try:
-        yield settings
-        tree |= descendants(state.pid)
-    finally:
-        stopped = local.down(settings)
-        survivors = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        assert stopped, "down() found no running Airflow"
-        assert not survivors, f"processes left behind by `airflow standalone`: {survivors}"
-        assert not local.state_file(settings).exists()
-
-
-def _wait_for(what: str, check: Any, timeout: float, log_file: str) -> Any:
-    """Poll ``check`` until it returns something truthy; an API that is slow to answer counts as "not yet"."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    root = tmp_path_factory.mktemp("incident-airflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MBYN_BOOTSTRAP_SERVERS", kafka_bootstrap)
+        patch.setenv("MBYN_TOPIC_PREFIX", f"t{uuid.uuid4().hex[:10]}-")
+        patch.setenv("MBYN_VAR_DIR", str(root / "var"))
+        patch.delenv("MBYN_WAREHOUSE_URL", raising=False)
+        settings = standalone_settings(patch)
+        apply_topics(settings)
+        dags = root / "dags"
+        dags.mkdir()
+        for name in DAG_FILES:
+            shutil.copy(local.DAGS_FOLDER / name, dags)
+        state = local.up(settings, dags_folder=dags)
+        tree = {state.pid, *descendants(state.pid)}
         try:
-            result = check()
-        except httpx.TransportError:
-            result = None
-        if result:
-            return result
-        time.sleep(2)
-    tail = "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-60:])
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; end of {log_file}:\n{tail}")
+            yield settings
+            tree |= descendants(state.pid)
+        finally:
+            stopped = local.down(settings)
+            survivors = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+            get_settings.cache_clear()
+            assert stopped, "down() found no running Airflow"
+            assert not survivors, f"processes left behind by `airflow standalone`: {survivors}"
+            assert not local.state_file(settings).exists()
+
+
+@pytest.fixture
+def airflow(local_airflow: Settings) -> Settings:
+    """``local_airflow``, with the settings cache cleared (a test before may have cached other settings)."""
+    get_settings.cache_clear()
+    assert get_settings().topic_prefix == local_airflow.topic_prefix
+    return local_airflow
 
 
 @pytest.mark.integration
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_an_alert_on_kafka_starts_the_incident_dag(local_airflow: Settings) -> None:
+def test_an_alert_on_kafka_starts_the_incident_dag(airflow: Settings) -> None:
     from mbyn.local import airflow as local
 
-    settings = local_airflow
+    settings = airflow
     logs = str(local.log_file(settings))
     with local.api_client(settings) as client:
         _run_incident_flow(settings, client, logs)
@@ -162,7 +198,7 @@ def _run_incident_flow(settings: Settings, client: Any, logs: str) -> None:
         response = client.get(f"/api/v2/dags/{dag_id}")
         return response.status_code == 200 and not response.json()["is_paused"]
 
-    _wait_for(f"{dag_id} to be parsed and unpaused", dag_active, RUN_TIMEOUT_S, logs)
+    wait_for(f"{dag_id} to be parsed and unpaused", dag_active, RUN_TIMEOUT_S, logs)
 
     alert = _alert()
     producer = TopicProducer("test-fraud-detector", settings)
@@ -176,7 +212,7 @@ def _run_incident_flow(settings: Settings, client: Any, logs: str) -> None:
         done = [r for r in runs if r["state"] in ("success", "failed")]
         return done[0] if done else None
 
-    run = _wait_for("an incident DAG run to finish", finished_run, RUN_TIMEOUT_S, logs)
+    run = wait_for("an incident DAG run to finish", finished_run, RUN_TIMEOUT_S, logs)
     if run["state"] != "success":
         tis = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances").json()
         pytest.fail(f"run {run['dag_run_id']} is {run['state']}: {json.dumps(tis, indent=1)[:3000]}")
@@ -191,3 +227,79 @@ def _run_incident_flow(settings: Settings, client: Any, logs: str) -> None:
     assert len(runs) == 1, f"expected one run (the alert's), got {[r['dag_run_id'] for r in runs]}"
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     assert read_all(settings.bootstrap(), settings.topic_prefix + "dead-letters") == []
+
+
+# Lag alerts --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_group_with_waiting_records_and_no_member_starts_the_lag_incident_dag(airflow: Settings) -> None:
+    """A stopped warehouse-loader (committed offsets, no live member) while orders wait: the lag-monitor raises a
+    lag alert on ops-alerts after two rounds, the watcher starts the lag incident DAG and its report names the
+    group and draws the trend; the copies' (missing) logs say "no log". Once it has caught up, a lag-monitor
+    started afresh clears the alert (once) and the next run marks the report cleared."""
+    from confluent_kafka import Producer, TopicPartition
+
+    from mbyn.consumers.lag_monitor import monitor
+    from mbyn.local import airflow as local
+    from mbyn.orchestration.lag_alerts import report_path
+    from tests.helpers.kafka import commit_offsets, end_offsets
+
+    settings = airflow
+    logs = str(local.log_file(settings))
+    dag_id = "lag_incident_report"
+    group = settings.topic_prefix + "warehouse-loader"
+    orders = settings.topic_prefix + "orders"
+    with local.api_client(settings) as client:
+        def dag_active() -> bool:
+            response = client.get(f"/api/v2/dags/{dag_id}")
+            return response.status_code == 200 and not response.json()["is_paused"]
+
+        wait_for(f"{dag_id} to be parsed and unpaused", dag_active, RUN_TIMEOUT_S, logs)
+
+        # the loader ran once (committed at the start) and stopped; then orders arrived
+        commit_offsets(settings.bootstrap(), group, [TopicPartition(orders, p, 0) for p in range(6)])
+        producer = Producer({"bootstrap.servers": settings.bootstrap()})
+        for i in range(12):
+            producer.produce(orders, b"{}", f"k{i}".encode())
+        assert producer.flush(30) == 0
+
+        summary = monitor(settings, interval=0.5, duration=2.5)
+        assert summary["rounds"] >= 2 and summary["lag_alerts"] == 1, summary
+        (alert,) = [json.loads(r.value) for r in read_all(settings.bootstrap(), settings.topic_prefix + "ops-alerts")]
+        assert alert["payload"]["group"] == group and alert["payload"]["state"] == "raised"
+        assert alert["payload"]["lag"] == 12 and alert["payload"]["members"] == []
+
+        def finished_runs(count: int) -> list[dict[str, Any]] | None:
+            runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"]
+            done = [r for r in runs if r["state"] in ("success", "failed")]
+            return done if len(done) >= count else None
+
+        def assert_succeeded(runs: list[dict[str, Any]]) -> None:
+            for run in runs:
+                if run["state"] != "success":
+                    tis = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances").json()
+                    pytest.fail(f"run {run['dag_run_id']} is {run['state']}: {json.dumps(tis, indent=1)[:3000]}")
+                assert run["run_type"] == "asset_triggered"
+
+        assert_succeeded(wait_for("a lag incident DAG run to finish", lambda: finished_runs(1), RUN_TIMEOUT_S, logs))
+        path = report_path(settings, alert["payload"]["alert_id"])
+        assert path.exists(), f"no report at {path}"
+        page = path.read_text()
+        assert f"group {group}" in page and "12 record(s) waiting and no live member" in page
+        assert "<svg" in page and "<polyline" in page, "the lag trend chart (from lag_samples) is missing"
+        assert "warehouse-loader-0</th><td><code>no log" in page
+
+        # the loader caught up: a lag-monitor started afresh (its open alert kept in var/state) clears it, once
+        commit_offsets(settings.bootstrap(), group, [TopicPartition(orders, p, end) for (_, p), end in
+                                                     end_offsets(settings, ["orders"]).items()])
+        summary = monitor(settings, interval=0.5, duration=2.5)
+        assert summary["lag_alerts"] == 1, summary
+        alerts = [json.loads(r.value) for r in read_all(settings.bootstrap(), settings.topic_prefix + "ops-alerts")]
+        assert [(a["payload"]["alert_id"], a["payload"]["state"]) for a in alerts] == [
+            (alert["payload"]["alert_id"], "raised"), (alert["payload"]["alert_id"], "cleared")]
+        assert_succeeded(wait_for("the clearance's DAG run", lambda: finished_runs(2), RUN_TIMEOUT_S, logs))
+    page = path.read_text()
+    assert 'content="cleared"' in page and "Cleared at" in page and "12 record(s) waiting" in page

@@ -6,17 +6,26 @@ for every consumer group whose id starts with ``settings.topic_prefix``:
 * the partitions the group has committed (``list_consumer_group_offsets``) plus the partitions its live
   members are assigned (``describe_consumer_groups``) — a member that never committed still shows up;
 * the end offset (``list_offsets`` latest) and start offset (earliest) of each of those partitions;
-* ``lag = end − committed`` (``committed_offset`` NULL and ``lag = end − start`` when nothing is committed).
+* ``lag = end − committed`` (``committed_offset`` NULL and ``lag = end − start`` when nothing is committed);
+* ``held``: records of that lag the group has read but holds by design (a join window; its commit metadata),
+  ``members``: the group's live members;
+* ``lag_seconds``: how long the next record the group has not read (at committed + held) has waited — its
+  timestamp against now, read with an assign-only reader that fetches one record per lagging partition
+  (0 when nothing waits, NULL when unknown). ``mbyn.consumers.lag_state`` turns these into ok | lagging |
+  held | stuck.
 
 Each round's rows share one ``sampled_at`` and are inserted in one transaction. ``sample_lag(settings)``
 is one round without the write (the broker side is ``mbyn.kafka.inspect.committed_lag``). A round that
 fails (broker or warehouse unreachable) is logged and skipped; the next round tries again. Same CLI shape as
-the consumers: ``mbyn consume lag-monitor [--interval 5] [--duration S]``, SIGTERM → finish the round, JSON
-summary.
+the consumers: ``mbyn consume lag-monitor [--interval 5] [--duration S] [--objective S] [--alert-rounds N]``,
+SIGTERM → finish the round, JSON summary. Each round also judges the groups against their lag objectives and
+raises / clears lag alerts on ``ops-alerts`` (``mbyn.consumers.lag_objectives``).
 (``--idle-exit`` is accepted for symmetry and means nothing here: the monitor has no input to go idle.)
 
 Lag of a group using Kafka transactions counts the commit markers as offsets, so a caught-up
-order-enricher shows lag 0 (its committed offset is past the marker), never a negative value.
+order-enricher shows lag 0 (its committed offset is past the marker), never a negative value. A group that read
+every record of a transactional topic commits the offset after the last one, the commit marker's; that tail (or
+offsets retention deleted) holds no record to read, so it counts as no lag once the reader has looked there.
 """
 
 from __future__ import annotations
@@ -29,9 +38,11 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from mbyn.consumers.lag_objectives import OPTIONS as ALERT_OPTIONS
+from mbyn.consumers.lag_objectives import LagAlerts, check_options
 from mbyn.errors import MbynError
 from mbyn.kafka.clients import admin_client, wait_for_broker
-from mbyn.kafka.inspect import committed_lag
+from mbyn.kafka.inspect import committed_lag, lag_reader
 from mbyn.options import Args, Option, option
 from mbyn.process import StopFlag, setup_logging
 from mbyn.settings import Settings
@@ -43,14 +54,23 @@ NAME = "lag-monitor"
 ADMIN_TIMEOUT_S = 15.0
 
 
-def sample_lag(settings: Settings, admin: Any = None) -> list[dict[str, Any]]:
+def sample_lag(settings: Settings, admin: Any = None, reader: Any = None) -> list[dict[str, Any]]:
     """One lag sample per (group, topic, partition) for the groups of ``settings.topic_prefix``.
 
     Rows: ``consumer_group, topic, partition, end_offset, committed_offset (None if never committed),
-    lag`` — sorted by group, topic, partition (``mbyn.kafka.inspect.committed_lag``). Raises
+    lag, held, members, lag_seconds`` — sorted by group, topic, partition (``mbyn.kafka.inspect.committed_lag``;
+    ``mbyn.consumers.lag_state`` says what they mean together). ``reader`` (``lag_reader``) reads the time of
+    the next unread record; without one a short-lived reader is opened. Raises
     confluent_kafka.KafkaException if the cluster does not answer within 15 s.
     """
-    return committed_lag(admin or admin_client(settings), settings.topic_prefix, NAME, ADMIN_TIMEOUT_S)
+    own = reader is None
+    reader = lag_reader(settings, NAME) if own else reader
+    try:
+        return committed_lag(admin or admin_client(settings), settings.topic_prefix, NAME, ADMIN_TIMEOUT_S,
+                             timestamps=reader)
+    finally:
+        if own:
+            reader.close()
 
 
 def write_samples(engine: Any, rows: list[dict[str, Any]], sampled_at: datetime) -> int:
@@ -63,13 +83,19 @@ def write_samples(engine: Any, rows: list[dict[str, Any]], sampled_at: datetime)
 
 
 def monitor(settings: Settings, *, interval: float = 5.0, duration: float | None = None,
-            stop: Any = None) -> dict[str, Any]:
-    """Sample every ``interval`` seconds until stopped or ``duration`` elapsed; the summary dict."""
+            stop: Any = None, alerts: LagAlerts | None = None) -> dict[str, Any]:
+    """Sample every ``interval`` seconds until stopped or ``duration`` elapsed; the summary dict.
+
+    Each round's samples also go to ``alerts`` (default: the registry's objectives): a group over its lag
+    objective raises a lag alert on ``ops-alerts`` (``mbyn.consumers.lag_objectives``).
+    """
     stop = stop or StopFlag()
     started = time.monotonic()
     wait_for_broker(settings, NAME, stop=stop)
     engine = warehouse_engine(settings)
     admin = admin_client(settings)
+    reader = lag_reader(settings, NAME)  # kept across rounds: the time of each group's next unread record
+    alerts = alerts or LagAlerts(settings)
     rounds = rows_written = failed = 0
     groups: set[str] = set()
     stopped_by = "stop"
@@ -78,8 +104,9 @@ def monitor(settings: Settings, *, interval: float = 5.0, duration: float | None
         while True:
             tick = time.monotonic()
             try:
-                rows = sample_lag(settings, admin)
+                rows = sample_lag(settings, admin, reader)
                 rows_written += write_samples(engine, rows, datetime.now(UTC))
+                alerts.observe(rows, admin)  # raises / clears lag alerts (once per transition)
                 groups.update(r["consumer_group"] for r in rows)
                 rounds += 1
                 total = sum(r["lag"] for r in rows)
@@ -98,21 +125,27 @@ def monitor(settings: Settings, *, interval: float = 5.0, duration: float | None
                 stopped_by = stop.reason or "stop"
                 break
     finally:
+        alerts.close()
+        reader.close()
         engine.dispose()
     return {"consumer": NAME, "rounds": rounds, "failed_rounds": failed, "rows": rows_written,
-            "groups": sorted(groups), "stopped_by": stopped_by, "seconds": round(time.monotonic() - started, 2)}
+            "lag_alerts": len(alerts.sent), "groups": sorted(groups), "stopped_by": stopped_by,
+            "seconds": round(time.monotonic() - started, 2)}
 
 
 OPTIONS: tuple[Option, ...] = (
     option("--interval", type=float, default=5.0, help="seconds between samples (default 5)"),
+    *ALERT_OPTIONS,
 )
 
 
 def run(settings: Settings, args: Args) -> int:
     if args.interval <= 0:
         raise SystemExit("mbyn: --interval must be more than 0 seconds")
+    check_options(args.objective, args.alert_rounds)
     setup_logging()
     stop = StopFlag().install()
-    summary = monitor(settings, interval=args.interval, duration=args.duration, stop=stop)
+    alerts = LagAlerts(settings, objective=args.objective, rounds=args.alert_rounds)
+    summary = monitor(settings, interval=args.interval, duration=args.duration, stop=stop, alerts=alerts)
     print(json.dumps(summary), flush=True)
     return 0

@@ -5,6 +5,7 @@ batch load joining its group never rebalances the always-on alert watcher:
 
 * ``kafka_default`` — batch loads (``ConsumeFromTopicOperator``), group ``<prefix>mbyn-airflow-batch``.
 * ``kafka_incidents`` — the incident DAG's asset watcher, group ``<prefix>mbyn-incident-watcher``.
+* ``kafka_lag_alerts`` — the lag incident DAG's asset watcher, group ``<prefix>mbyn-lag-alert-watcher``.
 
 Both disable auto-commit: the operator then commits exactly at ``commit_cadence`` and the shared-stream
 trigger refuses to start otherwise. ``auto.offset.reset=earliest`` makes a brand-new group start at
@@ -19,15 +20,18 @@ from typing import Any
 
 from mbyn.errors import ConfigError
 from mbyn.kafka.clients import client_config
-from mbyn.kafka.security import AIRFLOW_BATCH_GROUP, AIRFLOW_INCIDENT_GROUP
+from mbyn.kafka.security import AIRFLOW_BATCH_GROUP, AIRFLOW_INCIDENT_GROUP, AIRFLOW_LAG_ALERT_GROUP
 from mbyn.settings import Settings
 
 #: Connection id of batch consumers and of producers run by Airflow.
 KAFKA_CONN_ID = "kafka_default"
 #: Connection id of the incident DAG's asset watcher.
 INCIDENTS_CONN_ID = "kafka_incidents"
+#: Connection id of the lag incident DAG's asset watcher.
+LAG_ALERTS_CONN_ID = "kafka_lag_alerts"
 
-_GROUPS = {KAFKA_CONN_ID: AIRFLOW_BATCH_GROUP, INCIDENTS_CONN_ID: AIRFLOW_INCIDENT_GROUP}
+_GROUPS = {KAFKA_CONN_ID: AIRFLOW_BATCH_GROUP, INCIDENTS_CONN_ID: AIRFLOW_INCIDENT_GROUP,
+           LAG_ALERTS_CONN_ID: AIRFLOW_LAG_ALERT_GROUP}
 
 
 def kafka_extra(settings: Settings, conn_id: str = KAFKA_CONN_ID) -> dict[str, Any]:

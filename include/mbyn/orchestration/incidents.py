@@ -56,31 +56,36 @@ class WarehouseContext:
 
 
 def decode_alert(value: Any) -> dict[str, Any] | None:
-    """The envelope of a valid fraud alert, or None with the reason logged. Never raises.
+    """The envelope of a valid fraud alert, or None with the reason logged. Never raises (``decode_event``)."""
+    return decode_event(ALERTS_TOPIC, ALERT_EVENT_TYPE, value)
 
-    ``value`` is a raw Kafka value (bytes; None for a record without one), its text, or an already decoded
-    envelope (a mapping: the asset-event form of ``AlertStreamTrigger``). Raw values go through the codec
+
+def decode_event(topic: str, event_type: str, value: Any) -> dict[str, Any] | None:
+    """The envelope of a valid ``event_type`` record of the catalog ``topic``, or None with the reason logged.
+
+    Never raises. ``value`` is a raw Kafka value (bytes; None for a record without one), its text, or an already
+    decoded envelope (a mapping: the asset-event form of ``EnvelopeStreamTrigger``). Raw values go through the codec
     (``decode_record``); a mapping through the same checks (``check_envelope``): an event stored by an older
     trigger is judged by today's contract. The key is not seen here (the shared stream passes values only):
-    the ``null_key`` check belongs to the warehouse-loader, which quarantines such a record.
+    the ``null_key`` check belongs to the topic's consumers (the warehouse-loader quarantines a key-less alert).
     """
     try:
         if isinstance(value, Mapping):
-            envelope: dict[str, Any] | None = check_envelope(ALERTS_TOPIC, dict(value))
+            envelope: dict[str, Any] | None = check_envelope(topic, dict(value))
         else:
             raw = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else value
             if raw is not None and not isinstance(raw, bytes):
                 raise PoisonRecordError("not_json", f"value is a {type(raw).__name__}, not bytes")
-            envelope = decode_record(ALERTS_TOPIC, _KEY_NOT_SEEN, raw)
+            envelope = decode_record(topic, _KEY_NOT_SEEN, raw)
     except PoisonRecordError as exc:
-        log.warning("alerts: skipped a record (%s): %s", exc.reason, shorten(str(exc), 300))
+        log.warning("%s: skipped a record (%s): %s", topic, exc.reason, shorten(str(exc), 300))
         return None
     except Exception as exc:  # noqa: BLE001 - the codec raises nothing else; a trigger must outlive any bytes
-        log.warning("alerts: skipped a record that could not be judged (%s: %s)", type(exc).__name__,
+        log.warning("%s: skipped a record that could not be judged (%s: %s)", topic, type(exc).__name__,
                     shorten(str(exc), 300))
         return None
-    if envelope is None or envelope.get("event_type") != ALERT_EVENT_TYPE:
-        log.warning("alerts: skipped a record that is not a %s envelope", ALERT_EVENT_TYPE)
+    if envelope is None or envelope.get("event_type") != event_type:
+        log.warning("%s: skipped a record that is not a %s envelope", topic, event_type)
         return None
     return envelope
 
