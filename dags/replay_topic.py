@@ -14,6 +14,10 @@ and re-processes from there — after a bug fix in a consumer, or to rebuild row
   stay the same, because the loaders upsert on business keys. Otherwise (or for other groups) the
   group's consumers re-read on their next start.
 
+* With `dry_run` on, nothing moves: the run previews what would be re-read — per partition the group's
+  position now (`from_offset`), the offset it would rewind to (`to_offset`) and the `records` between, for
+  `from_ts` — and lists the group's active members (a preview works while they run; the real replay refuses).
+
 The summary is returned as XCom (`return_value`) and logged.
 Code: `mbyn.replay.replay`. By hand: `mbyn replay --topic orders --group warehouse-loader --from-ts ...`.
 """
@@ -50,17 +54,21 @@ DEFAULT_ARGS = {"owner": "mbyn", "retries": 0}
         "reload": Param(True, type="boolean", description="re-load in this task (warehouse consumers only)"),
         "idle_exit": Param(5, type="number", minimum=1, maximum=600,
                            description="seconds without records after which the in-task re-load stops"),
+        "dry_run": Param(False, type="boolean",
+                         description="only preview what would be re-read (per partition: from, to, records); "
+                                     "move nothing"),
     },
 )
 def replay_topic() -> None:
     @task
     def replay_from_timestamp(params: dict | None = None) -> dict:
-        """Rewind the group and re-process; the summary (also in the task log)."""
+        """Rewind the group and re-process (or, dry run, preview); the summary (also in the task log)."""
         from mbyn.replay import replay
 
         params = params or {}
         summary = replay(get_settings(), params["topic"], params["group"], params["from_ts"],
-                         reload=bool(params["reload"]), idle_exit=float(params["idle_exit"]))
+                         reload=bool(params["reload"]), idle_exit=float(params["idle_exit"]),
+                         dry_run=params.get("dry_run") is True)
         logging.getLogger("mbyn.replay").info("replay summary:\n%s", json.dumps(summary, indent=2))
         return summary
 

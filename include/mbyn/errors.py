@@ -104,3 +104,7 @@ class ReplayError(MbynError):
 
 class ConsumerGroupActiveError(ReplayError):
     """A consumer group's offsets cannot be moved while it has active members: stop its consumers first."""
+
+
+class ActionError(MbynError):
+    """An operator action (re-send quarantined records, send test messages) cannot be done as asked: nothing done."""

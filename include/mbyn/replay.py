@@ -26,6 +26,10 @@ The summary dict says what moved (per partition: from, to, records), how many re
 (exact: the rewound ranges the in-process copy read past again), the row counts of the tables it wrote
 before and after, and ``rows_unchanged``.
 
+**Dry run** (``dry_run=True``, the replay DAG's ``dry_run`` param): steps 1–2 without 3–4 — the same checks and the
+same per-partition table (from offset, to offset, records) for ``from_ts``, nothing moved or re-loaded. A group with
+active members is previewed (they are listed) rather than refused.
+
 **Additive sinks are refused** (``adds_to`` in the registry): the sales-aggregator adds every order to its windows, so
 re-reading part of ``orders`` would count those orders twice, and a window's rows cannot be split back
 into the records before and after ``from_ts``. ``replay`` raises ReplayError naming the group and how to
@@ -42,7 +46,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -54,7 +58,7 @@ from sqlalchemy import func, inspect, select, update
 from mbyn.catalog import load_catalog
 from mbyn.consumers.runtime import run_consumer
 from mbyn.errors import CatalogError, ConsumerGroupActiveError, ReplayError
-from mbyn.kafka.inspect import committed_offsets, group_members, offsets_for_time, open_admin, partitions_of
+from mbyn.kafka.inspect import Member, committed_offsets, group_members, offsets_for_time, open_admin, partitions_of
 from mbyn.settings import Settings
 from mbyn.warehouse import load_offsets, sink_errors, utc_now, warehouse_engine
 from mbyn.warehouse.schema import kafka_offsets as ko
@@ -114,11 +118,16 @@ def group_id_for(settings: Settings, group: str) -> str:
 
 def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, *, source: str = "kafka",
            reload: bool = True, idle_exit: float = DEFAULT_IDLE_EXIT_S, stop: StopFlag | None = None,
-           ) -> dict[str, Any]:
+           dry_run: bool = False) -> dict[str, Any]:
     """Rewind ``group`` on ``topic`` to ``from_ts`` and re-process (see the module docstring); the summary.
 
     ``stop`` ends the in-process re-load early (the CLI installs one for SIGTERM/Ctrl-C); what it had not
     re-read yet is re-read by the group's next start, and ``reprocessed`` counts only what it did.
+
+    ``dry_run`` previews and moves nothing: the same checks and the same ``partitions`` (per partition the
+    group's position now, the offset it would rewind to and the records between) as a real replay, plus
+    ``active_members`` — a group with members is previewed, not refused, so the preview can be read before
+    its consumers are stopped (the real replay still refuses them).
     """
     if source not in SOURCES:
         raise ReplayError(f"source: {source!r} is not one of {', '.join(SOURCES)}")
@@ -141,7 +150,11 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
     log.info("replay: %s for group %s from %s", physical, group_id, when.isoformat())
 
     admin = open_admin(settings, timeout_s=KAFKA_TIMEOUT_S)
-    ensure_no_members(admin, group_id)
+    members = active_members(admin, group_id)
+    if members and not dry_run:
+        raise ConsumerGroupActiveError(
+            f"consumer group {group_id} has {len(members)} active member(s) ({members_text(members)}); stop its "
+            "consumers (Ctrl-C or SIGTERM) and replay again")
     partitions = partitions_of(admin, physical, timeout_s=KAFKA_TIMEOUT_S)
     if partitions is None:
         raise ReplayError(f"topic {physical} does not exist on {settings.bootstrap()}; run `mbyn topics apply`")
@@ -162,13 +175,20 @@ def replay(settings: Settings, topic: str, group: str, from_ts: str | datetime, 
         "topic": physical, "group": group_id, "from_ts": when.isoformat(), "source": source,
         "partitions": [{"partition": m.partition, "from_offset": m.from_offset, "to_offset": m.to_offset,
                         "records": m.records} for m in moves],
-        "rewound_records": rewound, "warehouse_offsets_rewound": 0,
+        "rewound_records": rewound, "warehouse_offsets_rewound": 0, "dry_run": dry_run,
     }
+    factory = _in_process_factory(consumer_name)
+    if dry_run:
+        summary.update(active_members=[members_text((m,)) for m in members],
+                       reload="none: nothing would be rewound" if not moves else
+                       f"would run an in-process copy of {consumer_name} until idle" if reload and factory else
+                       "would be left to the group's consumers: they re-read on their next start")
+        log.info("replay: dry run, nothing moved")
+        return summary
     if moves:
         _alter_committed(admin, group_id, physical, moves)
         if stored:
             summary["warehouse_offsets_rewound"] = rewind_stored_offsets(settings, group_id, physical, moves)
-    factory = _in_process_factory(consumer_name)
     if not reload or factory is None or not moves:
         summary.update(reload="none: nothing was rewound" if not moves else
                        "left to the group's consumers: they re-read from the rewound offsets on their next start",
@@ -190,17 +210,17 @@ def additive_refusal(group_id: str, consumer_name: str, physical: str) -> str:
             "record still retained (windows older than the retention are lost)")
 
 
-def ensure_no_members(admin: AdminClient, group_id: str) -> None:
-    """Raise ConsumerGroupActiveError when ``group_id`` has members (an unknown group has none)."""
+def active_members(admin: AdminClient, group_id: str) -> tuple[Member, ...]:
+    """The live members of ``group_id`` (an unknown group has none); ReplayError if it cannot be described."""
     try:
-        members = group_members(admin, group_id, timeout_s=KAFKA_TIMEOUT_S)
+        return group_members(admin, group_id, timeout_s=KAFKA_TIMEOUT_S)
     except KafkaException as exc:
         raise ReplayError(f"cannot describe consumer group {group_id}: {exc}") from None
-    if members:
-        who = ", ".join(f"{m.client_id}@{m.host.strip('/')}" for m in members)
-        raise ConsumerGroupActiveError(
-            f"consumer group {group_id} has {len(members)} active member(s) ({who}); stop its "
-            "consumers (Ctrl-C or SIGTERM) and replay again")
+
+
+def members_text(members: Iterable[Member]) -> str:
+    """``client-id@host`` of each member, comma-separated (for messages and the dry-run summary)."""
+    return ", ".join(f"{m.client_id}@{m.host.strip('/')}" for m in members)
 
 
 def _alter_committed(admin: AdminClient, group_id: str, physical: str, moves: list[PartitionMove]) -> None:

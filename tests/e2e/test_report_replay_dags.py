@@ -1,7 +1,8 @@
 """``sales_report_daily`` and ``replay_topic`` run with ``dag.test()`` against the real broker and warehouse.
 
 Both assert the run succeeded AND its effect: the report's files for the run's logical date, and a
-replay that re-processed records without changing a row count.
+replay that re-processed records without changing a row count — after a dry run that previewed the same
+partitions and moved nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from mbyn.settings import Settings
-from tests.integration.test_replay import counts, stored, two_bursts_loaded
+from tests.integration.test_replay import committed, counts, stored, two_bursts_loaded
 from tests.integration.test_reports import DAY, end_offsets, load_warehouse, query, send_shop_day
 from tests.plugins.airflow import failed_tasks
 
@@ -58,16 +59,26 @@ def test_replay_topic_reprocesses_without_changing_rows(airflow_env: Settings,
                                                          run_dag: Callable[..., Any]) -> None:
     middle, second_orders = two_bursts_loaded(airflow_env)
     before = counts(airflow_env)
+    physical = airflow_env.topic_prefix + "orders"
+    group = airflow_env.topic_prefix + "warehouse-loader"
+    conf = {"topic": "orders", "group": "warehouse-loader", "from_ts": middle.isoformat(), "reload": True,
+            "idle_exit": 3}
+    positions = (stored(airflow_env, group, physical), committed(airflow_env, group, physical))
 
-    dag_run = run_dag("replay_topic", conf={"topic": "orders", "group": "warehouse-loader",
-                                            "from_ts": middle.isoformat(), "reload": True, "idle_exit": 3})
+    preview = return_value(run_dag("replay_topic", conf={**conf, "dry_run": True}), "replay_from_timestamp")
+    assert preview["dry_run"] is True and preview["rewound_records"] == second_orders > 0, preview
+    assert (stored(airflow_env, group, physical), committed(airflow_env, group, physical)) == positions, \
+        "a dry run must move no offset, in the warehouse or in Kafka"
+    assert counts(airflow_env) == before
+
+    dag_run = run_dag("replay_topic", conf=conf)
 
     summary = return_value(dag_run, "replay_from_timestamp")
+    assert summary["partitions"] == preview["partitions"], "the preview showed what the replay then re-read"
     assert summary["reprocessed"] == second_orders > 0, summary
     assert summary["rows_unchanged"] is True
     assert counts(airflow_env) == before
-    physical = airflow_env.topic_prefix + "orders"
-    assert stored(airflow_env, airflow_env.topic_prefix + "warehouse-loader", physical) == \
+    assert stored(airflow_env, group, physical) == \
         end_offsets(airflow_env, ("orders",))
 
 

@@ -23,6 +23,7 @@ from mbyn.errors import ConsumerGroupActiveError, ReplayError
 from mbyn.replay import replay
 from mbyn.settings import Settings
 from mbyn.sources.generator import shop_events
+from tests.helpers.kafka import read_all
 from tests.integration.test_reports import end_offsets, query, run_until_caught_up
 from tests.plugins.postgres import warehouse_fixture
 
@@ -124,7 +125,7 @@ def test_replay_without_reload_rewinds_kafka_and_the_warehouse(warehouse: Settin
 
 
 def test_replay_refuses_a_group_with_active_members(topics: Settings) -> None:
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, TopicPartition
 
     group = topics.topic_prefix + "warehouse-loader"
     member = Consumer({"bootstrap.servers": topics.bootstrap(), "group.id": group, "client.id": "busy-loader",
@@ -138,6 +139,13 @@ def test_replay_refuses_a_group_with_active_members(topics: Settings) -> None:
 
         with pytest.raises(ConsumerGroupActiveError, match=group):
             replay(topics, "orders", "warehouse-loader", datetime.now(UTC) - timedelta(minutes=5))
+        # A dry run previews a live group (and names its members) instead of refusing it.
+        member.commit(offsets=[TopicPartition(tp.topic, tp.partition, 0) for tp in member.assignment()],
+                      asynchronous=False)
+        assert read_all(topics.bootstrap(), topics.topic_prefix + "orders") == []  # waits for partition leaders
+        preview = replay(topics, "orders", "warehouse-loader", datetime.now(UTC) - timedelta(minutes=5), dry_run=True)
+        assert preview["dry_run"] is True and preview["partitions"] == [], preview
+        assert [m.split("@")[0] for m in preview["active_members"]] == ["busy-loader"], preview
 
         result = subprocess.run([str(Path(sys.executable).parent / "mbyn"), "replay", "--topic", "orders",
                                  "--group", "warehouse-loader", "--from-ts", "2026-01-01T00:00:00Z"],

@@ -21,7 +21,8 @@ MAX_PARSE_S = 3.0
 #: Modules a DAG file must not import at parse time (import them inside the tasks).
 HEAVY_MODULES = ("pandas", "matplotlib", "pyarrow", "faker", "psycopg")
 EXPECTED_DAGS = {"fx_rates_hourly", "customers_snapshot", "inventory_file_drop", "clickstream_burst",
-                 "shipments_hourly_load", "fraud_incident_report"}
+                 "shipments_hourly_load", "fraud_incident_report",
+                 "replay_topic", "quarantine_resend", "topic_test_message"}  # the pipeline view's actions
 
 
 def _bag(path: Path):  # type: ignore[no-untyped-def]
@@ -120,3 +121,12 @@ def test_incident_dag_is_driven_by_a_watched_alerts_asset() -> None:
     assert kwargs["dlq_topic"] is None, ("the provider's dead letters carry no dlq.* headers (quarantined as "
                                          "'unknown', not replayable); the warehouse-loader quarantines bad alerts")
     assert kafka_extra(load_settings(), INCIDENTS_CONN_ID)["enable.auto.commit"] is False
+
+
+def test_a_quarantine_resend_never_runs_beside_another() -> None:
+    """Two runs re-sending the same ids at once (a double click in the view, two operators) would both find the
+    rows "not re-sent yet" before either marks them — rows are marked after the broker acknowledged the send — and
+    every record would go out twice (the sales-aggregator adds orders up: counted twice). One run at a time: the
+    second waits for the first, then fails naming the ids re-sent already, and sends nothing."""
+    dag = _bag(PROJECT_ROOT / "dags" / "quarantine_resend.py").dags["quarantine_resend"]
+    assert dag.max_active_runs == 1, f"quarantine_resend: max_active_runs={dag.max_active_runs}, must be 1"

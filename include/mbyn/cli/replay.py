@@ -1,4 +1,4 @@
-"""``mbyn replay --topic T --group G --from-ts ISO [--source kafka|lake] [--no-reload] [--idle-exit S]``:
+"""``mbyn replay --topic T --group G --from-ts ISO [--source kafka|lake] [--no-reload] [--dry-run] [--idle-exit S]``:
 rewind a consumer group and re-process (:mod:`mbyn.replay`)."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from mbyn.settings import Settings
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging()
     summary = replay(settings, args.topic, args.group, args.from_ts, source=args.source,
-                     reload=not args.no_reload, idle_exit=args.idle_exit, stop=StopFlag().install())
+                     reload=not args.no_reload, idle_exit=args.idle_exit, stop=StopFlag().install(),
+                     dry_run=args.dry_run)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -33,6 +34,8 @@ def register(sub: Any) -> None:
     p.add_argument("--source", choices=SOURCES, default="kafka", help="where to re-read from (default: kafka)")
     p.add_argument("--no-reload", action="store_true",
                    help="only rewind; the group's consumers re-read on their next start")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only preview what would be re-read (per partition: from, to, records); move nothing")
     p.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT_S,
                    help=f"in-process re-load stops after S seconds without records (default {DEFAULT_IDLE_EXIT_S:g})")
     p.set_defaults(handler=_replay, reads_pipeline=True, principal=ADMIN)

@@ -18,6 +18,7 @@ crash mid-replay re-sends rather than loses (the loaders' upserts make a re-send
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -115,13 +116,14 @@ def quarantine_counts(settings: Settings) -> list[tuple[str, str, int, int]]:
 
 
 def replay(settings: Settings, topic: str | None = None, since: datetime | None = None,
-           chunk: int = 1000) -> int:
+           chunk: int = 1000, ids: Collection[int] | None = None) -> int:
     """Re-publish quarantined, not-yet-replayed records to their original topic; returns how many.
 
-    ``topic`` is a logical catalog name or a physical topic. A record several consumer groups quarantined
-    (one row per group, same topic / partition / offset) is sent once — every group reads it again — and all
-    its rows are marked replayed. Records are sent in chunks; a chunk is marked replayed only after
-    ``flush_or_raise`` — a failure leaves it unmarked, to be replayed again.
+    ``topic`` is a logical catalog name or a physical topic; ``ids`` keeps only those quarantine rows (the
+    ``quarantine_resend`` DAG, which checks them first: ``mbyn.orchestration.actions``). A record several
+    consumer groups quarantined (one row per group, same topic / partition / offset) is sent once — every group
+    reads it again — and all its rows are marked replayed. Records are sent in chunks; a chunk is marked replayed
+    only after ``flush_or_raise`` — a failure leaves it unmarked, to be replayed again.
     """
     q = schema.quarantine
     physical = None
@@ -133,6 +135,8 @@ def replay(settings: Settings, topic: str | None = None, since: datetime | None 
         condition &= q.c.topic == physical
     if since is not None:
         condition &= q.c.quarantined_at >= since
+    if ids is not None:
+        condition &= q.c.id.in_(sorted(ids))
     wait_for_broker(settings, "dlq-replay")
     engine = warehouse_engine(settings)
     producer = TopicProducer("dlq-replay", settings)
