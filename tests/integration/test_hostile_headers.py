@@ -86,9 +86,9 @@ def test_header_names_that_are_not_utf8_crash_no_reader(topics: Settings) -> Non
 
     view = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import json
-        from mbyn.pipeline_view import data
+        from mbyn.pipeline_view import browse
         from mbyn.settings import get_settings
-        shown = data.messages(get_settings(), "orders", limit=10)
+        shown = browse.messages(get_settings(), "orders", limit=10)
         print(json.dumps(len(shown["messages"])))
         """)], capture_output=True, text=True, timeout=120, check=False, env=os.environ.copy())
     assert view.returncode == 0, view.stderr[-3000:]

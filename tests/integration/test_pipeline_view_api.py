@@ -14,23 +14,20 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from mbyn.settings import Settings, get_settings
+from tests.helpers.view import view_client
+from tests.plugins.postgres import warehouse_fixture
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def client(topics: Settings) -> Iterator[Any]:
-    from fastapi.testclient import TestClient
-
-    from mbyn.pipeline_view.app import create_app
-
-    app = create_app(get_settings)
-    app.dependency_overrides[app.state.login_required] = lambda: None
-    with TestClient(app) as test_client:
+    with view_client() as test_client:
         yield test_client
 
 
@@ -65,7 +62,8 @@ def test_without_login_override_the_app_refuses_anonymous_requests(topics: Setti
     from mbyn.pipeline_view.app import create_app
 
     with TestClient(create_app(get_settings), raise_server_exceptions=False) as anonymous:
-        for path in ("/", "/api/graph", "/api/status", "/static/app.js"):
+        for path in ("/", "/api/graph", "/api/status", "/static/app.js", "/api/features", "/api/quarantine",
+                     "/static/actions.js", "/api/actions/runs/replay_topic/x"):
             response = anonymous.get(path)
             assert response.status_code in (401, 403), f"{path} answered {response.status_code} without a login"
 
@@ -204,6 +202,13 @@ def test_hostile_records_never_break_status_or_the_view(client: Any, topics: Set
     assert doc["reconciliation"]["topics"]["orders"]["quarantined"] == 5
     assert doc["reconciliation"]["topics"]["clickstream"]["quarantined"] == 1
 
+    listed = client.get("/api/quarantine").json()["records"]  # what the page's re-send list shows
+    assert sorted(r["topic"] for r in listed).count("orders") == 5 and all(r["id"] and r["reason"] for r in listed)
+    assert {r["topic"] for r in client.get("/api/quarantine", params={"topic": "clickstream"}).json()["records"]} \
+        == {"clickstream"}
+    assert client.get("/api/quarantine", params={"topic": "no-such"}).status_code == 404
+    assert client.get("/api/quarantine", params={"limit": 0}).status_code == 422
+
 
 def test_a_crash_looping_worker_is_shown_in_the_view(client: Any, topics: Settings) -> None:
     from tests.integration.test_status import crash_looping_worker
@@ -217,3 +222,235 @@ def test_a_crash_looping_worker_is_shown_in_the_view(client: Any, topics: Settin
         graph = client.get("/api/graph").json()
         loader = next(g for g in graph["groups"] if g["name"] == "warehouse-loader")
         assert loader["crash_looping"] == ["warehouse-loader#0"]
+
+
+# Browsing from an offset or a time -------------------------------------------------------------------------
+
+
+def test_browse_from_an_offset_or_a_time_and_hostile_params_answer_422(client: Any, topics: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    sent = _produce(topics)
+    clicks = [e["event_id"] for e in sent["clickstream"]]
+    latest = client.get("/api/topics/clickstream/messages", params={"limit": 1}).json()
+    partition = latest["messages"][0]["partition"]  # all five clicks share key S-click: one partition
+
+    forward = client.get("/api/topics/clickstream/messages",
+                         params={"partition": partition, "offset": 1, "limit": 2}).json()
+    assert forward["mode"] == "offset" and forward["order"] == "oldest first"
+    assert [m["offset"] for m in forward["messages"]] == [1, 2]
+    assert [m["value"]["event_id"] for m in forward["messages"]] == clicks[1:3]
+    assert forward["next"][str(partition)] == 3
+    page2 = client.get("/api/topics/clickstream/messages",
+                       params={"partition": partition, "offset": forward["next"][str(partition)], "limit": 10}).json()
+    assert [m["value"]["event_id"] for m in page2["messages"]] == clicks[3:]
+    past_end = client.get("/api/topics/clickstream/messages", params={"partition": partition, "offset": 10**15})
+    assert past_end.status_code == 200 and past_end.json()["messages"] == []
+
+    since = client.get("/api/topics/clickstream/messages",
+                       params={"since": before.isoformat(), "limit": 3}).json()
+    assert since["mode"] == "since" and [m["value"]["event_id"] for m in since["messages"]] == clicks[:3]
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    assert client.get("/api/topics/clickstream/messages", params={"since": future}).json()["messages"] == []
+    ancient = client.get("/api/topics/clickstream/messages", params={"since": "0001-01-01T00:00:00Z", "limit": 1})
+    assert [m["value"]["event_id"] for m in ancient.json()["messages"]] == clicks[:1], ancient.text[:300]
+    one_order = client.get("/api/topics/orders/messages",
+                           params={"since": before.isoformat(), "key": "O-view-1"}).json()["messages"]
+    assert [m["key"] for m in one_order] == ["O-view-1"]
+
+    hostile = [({"partition": 6}, "partition"), ({"offset": 3}, "offset"), ({"since": "yesterday"}, "since"),
+               ({"since": "9999-99-99"}, "since"), ({"partition": 0, "offset": -1}, "offset"),
+               ({"partition": "x"}, "partition"), ({"partition": 0, "offset": 1, "since": before.isoformat()}, "since"),
+               ({"limit": 0}, "limit"), ({"limit": 10**6}, "limit"), ({"offset": 2**64, "partition": 0}, "offset"),
+               ({"since": "2026-01-01T00:00:00" + "0" * 100}, "since")]
+    for params, named in hostile:
+        response = client.get("/api/topics/orders/messages", params=params)
+        assert response.status_code == 422, f"{params}: {response.status_code} {response.text[:300]}"
+        assert named in json.dumps(response.json()["detail"]), f"{params}: {response.text[:300]}"
+    assert client.get("/api/topics/no-such/messages", params={"partition": 0, "offset": 0}).status_code == 404
+
+    exported = client.get("/api/topics/clickstream/export",
+                          params={"format": "json", "partition": partition, "offset": 3})
+    assert [m["offset"] for m in json.loads(exported.text)] == [3, 4]
+
+
+def test_the_export_switch_turns_export_off(topics: Settings) -> None:
+    _produce(topics)
+    with view_client(lambda: topics.model_copy(update={"view_export": False})) as off:
+        for fmt in ("json", "csv"):
+            refused = off.get("/api/topics/orders/export", params={"format": fmt})
+            assert refused.status_code == 403 and "MBYN_VIEW_EXPORT=false" in refused.json()["detail"]
+        assert off.get("/api/topics/orders/messages").json()["count"] == 2, "browsing stays"
+        features = off.get("/api/features")
+        assert features.status_code == 200 and features.json()["export"] is False, features.text[:500]
+    from mbyn.settings import load_settings
+
+    assert load_settings(view_export="false").view_export is False
+
+
+# Actions: Airflow's own permission check, not overridden ----------------------------------------------------
+
+ACTION_DAG_FILES = ("quarantine_resend", "topic_test_message", "replay_topic")
+
+
+@pytest.fixture
+def airflow_api(topics: Settings, airflow_db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The view's real app with NO dependency overridden, Airflow's SimpleAuthManager set up in this process and
+    the action DAGs in the test's Airflow database; yields ``call(method, path, user, **kw)`` (user admin,
+    viewer or None for anonymous, sent as a bearer token the auth manager signed)."""
+    import secrets
+
+    from airflow.api_fastapi.app import create_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+    from fastapi.testclient import TestClient
+
+    from mbyn.pipeline_view.app import create_app
+    from tests.plugins.airflow import DAGS_FOLDER
+
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(24))
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER",
+                       "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    bundle = next(b for b in manager.get_all_dag_bundles() if b.name == "dags-folder")
+    for dag_id in ACTION_DAG_FILES:
+        bag = BundleDagBag(dag_folder=DAGS_FOLDER / f"{dag_id}.py", bundle_path=DAGS_FOLDER, bundle_name=bundle.name)
+        assert dag_id in bag.dags, bag.import_errors
+        sync_bag_to_db(bag, bundle.name, None)
+    auth = create_auth_manager()
+    tokens = {role: auth.generate_jwt(SimpleAuthManagerUser(username=role, role=role)) for role in ("admin", "viewer")}
+    client = TestClient(create_app(get_settings), raise_server_exceptions=False)
+
+    def call(method: str, path: str, user: str | None, **kw: Any) -> Any:
+        headers = {**({"Authorization": f"Bearer {tokens[user]}"} if user else {}), **kw.pop("headers", {})}
+        return client.request(method, path, headers=headers, **kw)
+
+    try:
+        yield call
+    finally:
+        client.close()
+        purge_cached_app()
+
+
+def _runs(dag_id: str) -> list[Any]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return [(r.run_id, r.state, r.conf, r.triggering_user_name, str(r.triggered_by))
+                for r in session.scalars(select(DagRun).where(DagRun.dag_id == dag_id))]
+
+
+def test_actions_are_allowed_by_airflow_roles_and_become_dag_runs(airflow_api: Any, topics: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    good = {"quarantine-resend": {"ids": [1, 2]}, "test-message": {"topic": "orders", "count": 2},
+            "rewind": {"topic": "orders", "group": "warehouse-loader", "from_ts": past, "dry_run": True}}
+    before = {dag: len(_runs(dag)) for dag in ACTION_DAG_FILES}
+
+    for action, body in good.items():
+        anonymous = airflow_api("POST", f"/api/actions/{action}", None, json=body)
+        assert anonymous.status_code == 401, f"{action}: {anonymous.status_code} {anonymous.text[:300]}"
+        viewer = airflow_api("POST", f"/api/actions/{action}", "viewer", json=body)
+        assert viewer.status_code == 403, f"{action}: {viewer.status_code} {viewer.text[:300]}"
+        assert viewer.json()["detail"].startswith("your role cannot trigger this")
+    assert {dag: len(_runs(dag)) for dag in ACTION_DAG_FILES} == before, "a refused request triggered a run"
+    features = airflow_api("GET", "/api/features", "viewer").json()
+    assert [a["may_trigger"] for a in features["actions"]] == [False, False, False]
+    assert all(a["loaded"] for a in features["actions"]) and features["export"] is True
+    assert "orders" in features["test_message_topics"]
+    assert [a["may_trigger"] for a in airflow_api("GET", "/api/features", "admin").json()["actions"]] == [True] * 3
+
+    triggered = {}
+    for action, body in good.items():
+        response = airflow_api("POST", f"/api/actions/{action}", "admin", json=body)
+        assert response.status_code == 200, f"{action}: {response.status_code} {response.text[:500]}"
+        triggered[action] = doc = response.json()
+        assert doc["state"] == "queued" and doc["url"] == f"dags/{doc['dag_id']}/runs/{quote(doc['run_id'], safe='')}"
+    runs = {dag: {r[0]: r for r in _runs(dag)} for dag in ACTION_DAG_FILES}
+    resend = runs["quarantine_resend"][triggered["quarantine-resend"]["run_id"]]
+    assert resend[2] == {"ids": [1, 2]} and resend[3] == "admin" and resend[4].endswith("UI")
+    assert runs["topic_test_message"][triggered["test-message"]["run_id"]][2] == {"topic": "orders", "count": 2}
+    rewind = runs["replay_topic"][triggered["rewind"]["run_id"]][2]
+    assert rewind["dry_run"] is True and rewind["group"] == "warehouse-loader" and rewind["from_ts"] == past
+
+    doc = triggered["rewind"]
+    state = airflow_api("GET", f"/api/actions/runs/replay_topic/{quote(doc['run_id'], safe='')}", "viewer")
+    assert state.status_code == 200 and state.json()["state"] == "queued" and state.json()["results"] == {}
+    assert airflow_api("GET", "/api/actions/runs/replay_topic/no-such-run", "admin").status_code == 404
+    assert airflow_api("GET", "/api/actions/runs/sales_report_daily/x", "admin").status_code == 404
+    assert airflow_api("GET", f"/api/actions/runs/replay_topic/{doc['run_id']}", None).status_code == 401
+
+
+#: (action, body, the field a 422 must name) — nothing may be triggered for any of them.
+HOSTILE_ACTIONS: list[tuple[str, Any, str]] = [
+    ("quarantine-resend", {"ids": []}, "ids"),
+    ("quarantine-resend", {"ids": ["1; DROP TABLE quarantine"]}, "ids"),
+    ("quarantine-resend", {"ids": [10**12]}, "ids"),
+    ("quarantine-resend", {"ids": [True]}, "ids"),
+    ("quarantine-resend", {"ids": list(range(1, 10_002))}, "ids"),
+    ("quarantine-resend", {"ids": "1,2"}, "ids"),
+    ("quarantine-resend", {"ids": [1], "sql": "x"}, "sql"),
+    ("quarantine-resend", [1, 2], "body"),
+    ("test-message", {"topic": "payments", "count": 1}, "topic"),
+    ("test-message", {"topic": "no-such-topic", "count": 1}, "topic"),
+    ("test-message", {"topic": "orders", "count": 10**9}, "count"),
+    ("test-message", {"topic": "orders", "count": 0}, "count"),
+    ("test-message", {"topic": "orders", "count": "many"}, "count"),
+    ("rewind", {"topic": "orders", "group": "warehouse-loader", "from_ts": "yesterday"}, "from_ts"),
+    ("rewind", {"topic": "orders", "group": "warehouse-loader", "from_ts": "2999-01-01T00:00:00Z"}, "from_ts"),
+    ("rewind", {"topic": "orders", "group": "loader; rm -rf /", "from_ts": "2026-01-01T00:00:00Z"}, "group"),
+    ("rewind", {"topic": "../etc", "group": "warehouse-loader", "from_ts": "2026-01-01T00:00:00Z"}, "topic"),
+    ("rewind", {"topic": "orders", "from_ts": "2026-01-01T00:00:00Z"}, "group"),
+]
+
+
+def test_hostile_action_requests_answer_422_naming_the_field_and_trigger_nothing(airflow_api: Any) -> None:
+    before = {dag: len(_runs(dag)) for dag in ACTION_DAG_FILES}
+    for action, body, named in HOSTILE_ACTIONS:
+        response = airflow_api("POST", f"/api/actions/{action}", "admin", json=body)
+        assert response.status_code == 422, f"{action} {body!r:.80}: {response.status_code} {response.text[:300]}"
+        assert named in json.dumps(response.json()["detail"]), f"{action} {body!r:.80}: {response.text[:300]}"
+    not_json = airflow_api("POST", "/api/actions/test-message", "admin", content=b"\xff{",
+                           headers={"Content-Type": "application/json"})
+    assert not_json.status_code in (400, 422), not_json.text[:300]
+    assert {dag: len(_runs(dag)) for dag in ACTION_DAG_FILES} == before, "a refused request triggered a run"
+
+
+warehouse = warehouse_fixture()
+
+
+def test_quarantine_list_on_sqlite_and_postgres(client: Any, warehouse: Settings) -> None:
+    """The re-send list: not-yet-re-sent records newest first, the key and value as text, on both backends."""
+    from datetime import UTC, datetime
+
+    from mbyn.warehouse import init_schema, warehouse_engine
+    from mbyn.warehouse.schema import quarantine
+
+    engine = warehouse_engine(warehouse)
+    now = datetime.now(UTC)
+    rows = [{"topic": warehouse.topic_prefix + "orders", "partition": 2, "offset": 7, "key": b"O-1\xff",
+             "value": b"{bad", "value_text": "{bad", "reason": "not_json", "consumer_group": "g", "quarantined_at": now,
+             "replayed_at": None},
+            {"topic": warehouse.topic_prefix + "payments", "partition": 0, "offset": 1, "key": None, "value": b"x",
+             "value_text": "x" * 1000, "reason": "contract", "consumer_group": "g", "quarantined_at": now,
+             "replayed_at": now}]
+    try:
+        init_schema(engine)
+        with engine.begin() as conn:
+            conn.execute(quarantine.insert(), rows)
+    finally:
+        engine.dispose()
+    waiting = client.get("/api/quarantine").json()["records"]
+    assert [(r["topic"], r["partition"], r["offset"], r["key"], r["value"]) for r in waiting] == \
+        [("orders", 2, 7, "O-1\ufffd", "{bad")]
+    both = client.get("/api/quarantine", params={"include_replayed": "true"}).json()["records"]
+    assert [r["topic"] for r in both] == ["payments", "orders"] and len(both[0]["value"]) == 300
+    assert both[0]["replayed_at"] is not None and both[1]["replayed_at"] is None

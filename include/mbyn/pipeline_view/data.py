@@ -1,4 +1,4 @@
-"""What the pipeline view shows, as plain JSON-ready dicts: the M×N graph, group lag, topics, messages, reports.
+"""What the pipeline view shows, as plain JSON-ready dicts: the M×N graph, group lag, topics, quarantine, reports.
 
 Everything is read live from the broker and the warehouse of ``settings``; nothing here writes anywhere.
 
@@ -18,17 +18,13 @@ Everything is read live from the broker and the warehouse of ``settings``; nothi
 * **Workers** — the copies of a running ``mbyn run`` with restarts and the ``crash-looping`` state
   (``mbyn.run_state.worker_status``); graph nodes list their crash-looping copies (``crash_looping``).
 
-Records are shown whatever they hold: values go through the codec's JSON parser
-(``mbyn.contracts.codec.decode_json``), so a value it refuses (not JSON, NaN, lone surrogates, nesting
-deeper than its limit) is shown as text or base64, never raised; unreadable header names read as no headers.
+* **Quarantine** — the quarantined records one by one (id, where from, why), for the re-send action.
+
+The records of a topic (latest, from an offset, from a time) and their export are ``mbyn.pipeline_view.browse``.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
-import json
 import logging
 import threading
 import time
@@ -44,10 +40,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mbyn import reconciliation
 from mbyn.catalog import load_catalog
-from mbyn.contracts.codec import decode_json
-from mbyn.errors import BrokerUnavailableError, CatalogError, PoisonRecordError
+from mbyn.errors import BrokerUnavailableError
 from mbyn.kafka import inspect as broker
-from mbyn.kafka.consumer import message_headers
+from mbyn.pipeline_view.browse import catalog_topic, header_of, iso, logical_name
 from mbyn.run_state import worker_status
 from mbyn.settings import Settings
 from mbyn.status import consumer_topics
@@ -60,8 +55,6 @@ RATE_WINDOW_S = 30.0
 HISTORY_S = 15 * 60.0
 SOURCES_TTL_S = 15.0
 TAIL_PER_PARTITION = 20
-MAX_LIMIT = 10_000
-DEFAULT_SEARCH_DEPTH = 5_000
 DLQ_SUFFIX = "-dlq"
 
 
@@ -131,11 +124,6 @@ class Sampler:
         return series
 
 
-def _logical(settings: Settings, physical: str) -> str:
-    prefix = settings.topic_prefix
-    return physical[len(prefix):] if prefix and physical.startswith(prefix) else physical
-
-
 def snapshot(settings: Settings, sampler: Sampler) -> tuple[dict[str, Any], Snapshot]:
     """Offsets and groups now (``mbyn.status`` without the reconciliation); recorded in ``sampler``."""
     prefix = settings.topic_prefix
@@ -180,11 +168,11 @@ def recent_sources(settings: Settings, sampler: Sampler, topics: dict[str, Any])
         def on_record(msg: Message) -> None:
             # A dead letter keeps its original headers (``source`` of the first producer); the consumer
             # that wrote it is in ``dlq.consumer_group``.
-            group = _header(msg, "dlq.consumer_group")
-            source = _logical(settings, group) + DLQ_SUFFIX if group else _header(msg, "source")
+            group = header_of(msg, "dlq.consumer_group")
+            source = logical_name(settings, group) + DLQ_SUFFIX if group else header_of(msg, "source")
             if source:
                 per = found.setdefault(source, {})
-                topic = _logical(settings, msg.topic() or "")
+                topic = logical_name(settings, msg.topic() or "")
                 per[topic] = per.get(topic, 0) + 1
 
         broker.scan(consumer, ranges, on_record, timeout_s=10)
@@ -193,17 +181,6 @@ def recent_sources(settings: Settings, sampler: Sampler, topics: dict[str, Any])
     with sampler.lock:
         sampler.sources, sampler.sources_at = found, time.time()
     return found
-
-
-def _text(value: str | bytes | None) -> str | None:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-
-
-def _header(msg: Message, name: str) -> str | None:
-    for k, v in reversed(message_headers(msg)):
-        if k == name:
-            return _text(v)
-    return None
 
 
 # Graph ------------------------------------------------------------------------------------------------
@@ -254,9 +231,9 @@ def graph(settings: Settings, sampler: Sampler) -> dict[str, Any]:
 
     group_nodes = []
     for group_id, info in groups.items():
-        read = {_logical(settings, p["topic"]) for p in info["partitions"]}
+        read = {logical_name(settings, p["topic"]) for p in info["partitions"]}
         for member in info["members"]:
-            read |= {_logical(settings, a.rsplit("[", 1)[0]) for a in member["assignment"]}
+            read |= {logical_name(settings, a.rsplit("[", 1)[0]) for a in member["assignment"]}
         read |= set(registered.get(info["consumer"], ()))
         for topic in read:
             if topic in topics:
@@ -268,17 +245,13 @@ def graph(settings: Settings, sampler: Sampler) -> dict[str, Any]:
                             "crash_looping": looping.get(f"consume:{info['consumer']}", [])})
     topic_nodes = [{"id": f"topic:{name}", **t, "rate": topic_rates.get(name)} for name, t in topics.items()]
     return {
-        "sampled_at": _iso(time.time()),
+        "sampled_at": iso(time.time()),
         "producers": sorted(producers.values(), key=lambda n: n["name"]),
         "topics": topic_nodes,
         "groups": group_nodes,
         "edges": [{"from": a, "to": b} for a, b in sorted(edges)],
         "rate_window_s": RATE_WINDOW_S,
     }
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def workers(settings: Settings) -> dict[str, Any]:
@@ -301,7 +274,7 @@ def groups_view(settings: Settings, sampler: Sampler, minutes: float = 10.0) -> 
     out = []
     for group_id, info in live["groups"].items():
         out.append({**info, "group": group_id, "rate": group_rates.get(group_id),
-                    "history": [{"at": _iso(at), "lag": lag} for at, lag in history.get(group_id, [])]})
+                    "history": [{"at": iso(at), "lag": lag} for at, lag in history.get(group_id, [])]})
     return {"groups": out, "history_from": origin, "minutes": minutes}
 
 
@@ -333,17 +306,9 @@ def _lag_samples(settings: Settings, since: float) -> dict[str, list[tuple[float
 # Topics and messages ----------------------------------------------------------------------------------
 
 
-def _catalog_topic(settings: Settings, name: str) -> tuple[str, str]:
-    """(logical, physical) for a logical or physical catalog name; CatalogError when it is neither."""
-    catalog = load_catalog()
-    logical = _logical(settings, name)
-    catalog.get(logical)  # raises CatalogError naming the known topics
-    return logical, settings.topic_prefix + logical
-
-
 def topic_detail(settings: Settings, name: str) -> dict[str, Any]:
     """One topic: catalog entry (partitions, key, config, description) and its offsets per partition."""
-    logical, physical = _catalog_topic(settings, name)
+    logical, physical = catalog_topic(settings, name)
     entry = load_catalog().get(logical)
     parts = broker.partition_offsets(broker.open_admin(settings), [physical])[physical]
     return {"name": logical, "physical": physical, "exists": parts is not None, "description": entry.description,
@@ -352,90 +317,42 @@ def topic_detail(settings: Settings, name: str) -> dict[str, Any]:
             "end": sum(e for _, _, e in parts or []), "start": sum(s for _, s, _ in parts or [])}
 
 
-def _message(msg: Message) -> dict[str, Any]:
-    ts_type, ts = msg.timestamp()
-    value = msg.value()
-    shown: Any
-    if value is None:
-        shown, encoding = None, "null"
-    else:
-        try:
-            shown, encoding = decode_json(value), "json"
-        except PoisonRecordError:
-            try:
-                shown, encoding = value.decode("utf-8"), "text"
-            except UnicodeDecodeError:
-                shown, encoding = base64.b64encode(value).decode(), "base64"
-    key = msg.key()
-    return {
-        "partition": msg.partition(), "offset": msg.offset(),
-        "timestamp": _iso(ts / 1000) if ts_type != 0 and ts is not None else None,
-        "timestamp_ms": ts if ts_type != 0 else None,
-        "key": None if key is None else key.decode("utf-8", errors="replace"),
-        "headers": {k: _text(v) for k, v in message_headers(msg)},
-        "value": shown, "value_encoding": encoding,
-    }
+# Quarantine -------------------------------------------------------------------------------------------
 
 
-def messages(settings: Settings, name: str, limit: int = 50, key: str | None = None, header: str | None = None,
-             depth: int = DEFAULT_SEARCH_DEPTH) -> dict[str, Any]:
-    """The newest ``limit`` records of a topic, newest first; with ``key`` / ``header`` (``name:value``) the
-    newest matching ones among the last ``depth`` records per partition.
-
-    A header filter ``name:value`` matches a header ``name`` equal to ``value``; ``name`` alone (no colon)
-    matches any record carrying that header. Read ``read_committed``: aborted records never show.
-    """
-    limit = max(1, min(int(limit), MAX_LIMIT))
-    logical, physical = _catalog_topic(settings, name)
-    header_name, _, header_value = (header or "").partition(":")
-    filtered = bool(key) or bool(header_name)
-    back = max(limit, depth) if filtered else limit
-    matches: list[dict[str, Any]] = []
-    scanned = 0
-
-    def on_record(msg: Message) -> None:
-        nonlocal scanned
-        scanned += 1
-        if key and _text(msg.key()) != key:
-            return
-        if header_name:
-            value = _header(msg, header_name)
-            if value is None and not any(k == header_name for k, _ in message_headers(msg)):
-                return
-            if header_value and value != header_value:
-                return
-        matches.append(_message(msg))
-
-    consumer = broker.reader(settings, "view")
+def quarantined(settings: Settings, limit: int = 100, topic: str | None = None,
+                include_replayed: bool = False) -> dict[str, Any]:
+    """The newest ``limit`` quarantined records (not yet re-sent unless ``include_replayed``), optionally of one
+    catalog ``topic``; the value is shown as text up to 300 characters. Empty when the table does not exist."""
+    q = schema.quarantine
+    condition: Any = q.c.topic.is_not(None)
+    if topic:
+        condition &= q.c.topic == catalog_topic(settings, topic)[1]
+    if not include_replayed:
+        condition &= q.c.replayed_at.is_(None)
+    engine = warehouse_engine(settings, read_only=True)
     try:
-        partitions = broker.partitions_of(consumer, physical, timeout_s=10)
-        if partitions is None:
-            raise CatalogError(f"topic {physical!r} does not exist on {settings.bootstrap()}; "
-                               "create it with `mbyn topics apply`")
-        ranges = broker.tail_ranges(consumer, [(physical, p) for p in partitions], back, timeout_s=10)
-        broker.scan(consumer, ranges, on_record, timeout_s=30)
+        with engine.connect() as conn:
+            if "quarantine" not in inspect(conn).get_table_names():
+                return {"count": 0, "records": []}
+            rows = conn.execute(select(q.c.id, q.c.topic, q.c.partition, q.c.offset, q.c.key, q.c.value_text,
+                                       q.c.reason, q.c.error_message, q.c.consumer_group, q.c.quarantined_at,
+                                       q.c.replayed_at)
+                                .where(condition).order_by(q.c.id.desc()).limit(limit)).all()
     finally:
-        consumer.close()
-    matches.sort(key=lambda m: (m["timestamp_ms"] or 0, m["offset"]), reverse=True)
-    return {"topic": logical, "physical": physical, "limit": limit, "key": key, "header": header,
-            "scanned": scanned, "count": min(len(matches), limit), "messages": matches[:limit]}
+        engine.dispose()
+    return {"count": len(rows), "records": [{
+        "id": r.id, "topic": logical_name(settings, r.topic), "partition": r.partition, "offset": r.offset,
+        "key": None if r.key is None else bytes(r.key).decode("utf-8", errors="replace"),
+        "value": None if r.value_text is None else r.value_text[:300], "reason": r.reason,
+        "error": (r.error_message or "")[:300], "group": logical_name(settings, r.consumer_group or ""),
+        "quarantined_at": _stamp(r.quarantined_at), "replayed_at": _stamp(r.replayed_at)} for r in rows]}
 
 
-def export(settings: Settings, name: str, fmt: str, limit: int = 1000, key: str | None = None,
-           header: str | None = None) -> tuple[str, str]:
-    """(body, media type) of the newest records as JSON (a list) or CSV (value as compact JSON text)."""
-    found = messages(settings, name, limit=limit, key=key, header=header)["messages"]
-    if fmt == "json":
-        return json.dumps(found, indent=1), "application/json"
-    if fmt != "csv":
-        raise ValueError(f"format must be json or csv, got {fmt!r}")
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["partition", "offset", "timestamp", "key", "headers", "value"])
-    for m in found:
-        value = m["value"] if isinstance(m["value"], str) or m["value"] is None else json.dumps(m["value"])
-        writer.writerow([m["partition"], m["offset"], m["timestamp"], m["key"], json.dumps(m["headers"]), value])
-    return buf.getvalue(), "text/csv"
+def _stamp(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return iso((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
 
 
 # Reports ----------------------------------------------------------------------------------------------
@@ -447,7 +364,7 @@ def reports(settings: Settings, limit: int = 50) -> dict[str, Any]:
     files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
     files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return {"reports_dir": str(root), "count": len(files), "reports": [
-        {"path": p.relative_to(root).as_posix(), "size": p.stat().st_size, "modified": _iso(p.stat().st_mtime),
+        {"path": p.relative_to(root).as_posix(), "size": p.stat().st_size, "modified": iso(p.stat().st_mtime),
          "url": "reports/" + p.relative_to(root).as_posix()} for p in files[:limit]]}
 
 

@@ -251,14 +251,26 @@ function drawReports(view) {
 
 // Topic browser --------------------------------------------------------------------------------------
 
+// Where to read from: the latest records, forward from an offset of one partition, or forward from a time.
 function browseQuery(extra = {}) {
   const params = new URLSearchParams();
   const key = $("key").value.trim(), header = $("header").value.trim();
   if (key) params.set("key", key);
   if (header) params.set("header", header);
   params.set("limit", $("limit").value || "20");
+  const from = $("from").value, partition = $("partition").value.trim();
+  if (partition) params.set("partition", partition);
+  if (from === "offset") params.set("offset", $("offset").value.trim() || "0");
+  if (from === "time" && $("since").value.trim()) params.set("since", $("since").value.trim());
   for (const [k, v] of Object.entries(extra)) params.set(k, v);
   return params.toString();
+}
+
+function showFromInputs() {
+  const from = $("from").value;
+  $("offset").hidden = from !== "offset";
+  $("since").hidden = from !== "time";
+  $("partition").placeholder = from === "offset" ? "partition" : "partition (all)";
 }
 
 function updateExportLinks() {
@@ -272,7 +284,12 @@ async function browse(event) {
   updateExportLinks();
   const topic = encodeURIComponent($("topic").value);
   const result = await getJSON(`api/topics/${topic}/messages?${browseQuery()}`);
-  $("browse-info").textContent = `${result.count} record(s) shown, ${result.scanned} read from ${result.physical}`;
+  const read = (result.ranges || []).filter((r) => r.to > r.from).map((r) => `${r.partition}:${r.from}…${r.to - 1}`);
+  $("browse-info").textContent = `${result.count} record(s) shown (${result.order}), ${result.scanned} read from ` +
+    `${result.physical}${read.length ? ` [${read.slice(0, 12).join(" ")}${read.length > 12 ? " …" : ""}]` : ""}`;
+  const next = result.partition !== null && result.partition !== undefined ? (result.next || {})[String(result.partition)] : undefined;
+  $("next-page").hidden = next === undefined;
+  $("next-page").dataset.offset = next === undefined ? "" : String(next);
   const body = $("messages").tBodies[0];
   body.replaceChildren();
   for (const m of result.messages) {
@@ -290,6 +307,7 @@ function fillTopics(graph) {
   if (select.options.length) return;
   for (const t of graph.topics || []) select.add(new Option(t.name, t.name));
   updateExportLinks();
+  document.dispatchEvent(new Event("mbyn:topics"));  // actions.js fills its topic lists from this one
 }
 
 // Loop -----------------------------------------------------------------------------------------------
@@ -318,6 +336,7 @@ async function refresh() {
     part("graph", () => getJSON("api/graph"), (graph) => { drawGraph(graph); fillTopics(graph); }, failed),
     part("groups", () => getJSON("api/groups"), drawGroups, failed),
     part("workers", () => getJSON("api/workers"), drawWorkers, failed),
+    part("lag", () => getJSON(lagPath()), (view) => drawLag(view), failed),  // lag.js
   ]);
   if (statusDue || tick % STATUS_EVERY === 0) {
     const done = await Promise.all([
@@ -345,5 +364,15 @@ $("every").textContent = String(REFRESH_MS / 1000);
 $("browse").addEventListener("submit", (e) => browse(e).catch((err) => {
   $("browse-info").textContent = String(err);
 }));
-for (const id of ["key", "header", "limit", "topic"]) $(id).addEventListener("change", updateExportLinks);
+for (const id of ["key", "header", "limit", "topic", "from", "partition", "offset", "since"]) {
+  $(id).addEventListener("change", updateExportLinks);
+}
+$("from").addEventListener("change", showFromInputs);
+$("next-page").addEventListener("click", () => {  // forward from where the last page ended, same partition
+  $("from").value = "offset";
+  $("offset").value = $("next-page").dataset.offset;
+  showFromInputs();
+  browse().catch((err) => { $("browse-info").textContent = String(err); });
+});
+showFromInputs();
 loop();
