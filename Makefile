@@ -47,7 +47,7 @@ status: ## reconciliation: offsets, lag, warehouse rows, verdict
 test: deps ## the whole suite: unit, integration (real Kafka, Postgres, Airflow) and end-to-end
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-browser: deps ## only the headless-Chromium tests of the pipeline view (part of `make test` too)
+test-browser: deps ## only the pipeline view's tests on a real Airflow: roles and headless Chromium (in `make test` too)
 	@$(BIN)/python -m pytest -m browser tests/e2e/test_pipeline_view_browser.py $(PYTEST_ARGS)
 
 test-unit: python-deps ## only the fast unit tests

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 
 def reap(*procs: subprocess.Popen[Any] | None, timeout: float | None = None) -> None:
@@ -56,3 +60,19 @@ def stop_all(procs: Iterable[subprocess.Popen[Any]], sig: int = signal.SIGTERM, 
     for proc in procs:
         with reaped(proc), suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float, log_file: str | Path) -> Any:
+    """Poll ``check`` every 2 s until it returns something truthy (an HTTP API too slow to answer counts as "not
+    yet"); on timeout fail quoting the end of ``log_file`` (the server's log)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except httpx.TransportError:
+            result = None
+        if result:
+            return result
+        time.sleep(2)
+    tail = "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-60:])
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; end of {log_file}:\n{tail}")
