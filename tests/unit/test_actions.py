@@ -44,10 +44,16 @@ def test_hostile_ids_are_refused_naming_the_param(value: Any) -> None:
         parse_ids(value)
 
 
-@pytest.mark.parametrize("value", [0, -1, MAX_TEST_MESSAGES + 1, 10**9, "3", 2.0, True, None, [1]])
+@pytest.mark.parametrize("value", [0, -1, MAX_TEST_MESSAGES + 1, 10**9, "3", 2.5, float("nan"), True, None, [1]])
 def test_hostile_counts_are_refused_naming_the_param(value: Any) -> None:
     with pytest.raises(ActionError, match=rf"^count: .*1\.\.{MAX_TEST_MESSAGES}; nothing was sent$"):
         parse_count(value)
+
+
+def test_whole_numbers_written_as_floats_are_whole_numbers_as_in_the_params_json_schema() -> None:
+    """Airflow's param schema (``type: integer``) lets 2.0 through; the task must not then call it "not whole"."""
+    assert parse_count(2.0) == 2 and isinstance(parse_count(2.0), int)
+    assert parse_ids([12.0, 3, 12]) == [3, 12] and all(isinstance(i, int) for i in parse_ids([12.0]))
 
 
 @pytest.mark.parametrize("topic", sorted(TEMPLATES))

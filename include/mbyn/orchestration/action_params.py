@@ -28,6 +28,9 @@ def shown(values: list[Any]) -> str:
 
 
 def _is_int(value: Any) -> bool:
+    """A whole number as JSON Schema's ``integer`` means it (the params' schema): 2 and 2.0, never True or 2.5."""
+    if isinstance(value, float):
+        return value.is_integer()
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -41,7 +44,7 @@ def parse_ids(value: Any) -> list[int]:
     if bad:
         raise ActionError(f"ids: {shown([repr(v)[:40] for v in bad])}: not a quarantine id (a whole number "
                           f"1..{MAX_QUARANTINE_ID}); nothing was re-sent")
-    ids = sorted(set(items))
+    ids = sorted({int(v) for v in items})
     if len(ids) > MAX_RESEND_IDS:
         raise ActionError(f"ids: {len(ids)} ids; one run re-sends at most {MAX_RESEND_IDS}; nothing was re-sent")
     return ids
