@@ -107,3 +107,20 @@ def test_a_long_window_is_thinned_to_the_chart_keeping_peaks_and_the_newest_samp
     assert [t for t, _ in thin] == sorted(t for t, _ in thin)
     assert (777.0, points[777][1]) in thin, "a peak survives"
     assert _thin(points[:10]) == points[:10]
+
+
+def test_commit_metadata_that_is_not_utf8_counts_as_no_metadata() -> None:
+    """Any client may commit any bytes as metadata; confluent-kafka raises UnicodeDecodeError reading them (a
+    hostile client's commit crashed the lag-monitor's round): read as no metadata, nothing held."""
+    from mbyn.kafka.inspect import _metadata
+
+    class Hostile:
+        @property
+        def metadata(self) -> str:
+            raise UnicodeDecodeError("utf-8", b"\x9c", 0, 1, "invalid start byte")
+
+    class Plain:
+        metadata = "mbyn:next=7"
+
+    assert _metadata(Hostile()) is None  # type: ignore[arg-type]
+    assert _metadata(Plain()) == "mbyn:next=7"  # type: ignore[arg-type]

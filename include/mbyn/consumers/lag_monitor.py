@@ -115,6 +115,9 @@ def monitor(settings: Settings, *, interval: float = 5.0, duration: float | None
             except (KafkaException, MbynError) as exc:
                 failed += 1
                 log.warning("%s: sample skipped: %s", NAME, exc)
+            except Exception:  # anything a hostile client left in the cluster: log it, the next round tries again
+                failed += 1
+                log.exception("%s: sample skipped: unexpected error", NAME)
             if duration is not None and time.monotonic() - started >= duration:
                 stopped_by = "duration"
                 break

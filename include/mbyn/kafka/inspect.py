@@ -229,10 +229,19 @@ def groups(admin: AdminClient, prefix: str, timeout_s: float = TIMEOUT_S) -> dic
     for group_id in ids:
         desc = described[group_id].result()
         listed = _committed(admin, group_id, None, timeout_s)
-        held = {(tp.topic, tp.partition): held_from_metadata(tp.metadata, int(tp.offset)) for tp in listed}
+        held = {(tp.topic, tp.partition): held_from_metadata(_metadata(tp), int(tp.offset)) for tp in listed}
         found[group_id] = Group(group_id, str(getattr(desc.state, "name", desc.state)).lower(), _members(desc),
                                 _offsets(listed), {k: n for k, n in held.items() if n > 0})
     return found
+
+
+def _metadata(tp: TopicPartition) -> str | None:
+    """A committed offset's metadata, None when it is not UTF-8 text: any client may commit any bytes there, and
+    confluent-kafka raises UnicodeDecodeError reading them."""
+    try:
+        return tp.metadata
+    except UnicodeDecodeError:
+        return None
 
 
 def group_members(admin: AdminClient, group_id: str, timeout_s: float = TIMEOUT_S) -> tuple[Member, ...]:
