@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from mbyn.contracts.dead_letters import build_headers
@@ -15,9 +16,11 @@ from mbyn.settings import Settings
 FAR_OFFSET = 10**9
 
 
-def dead_letter_an_order(settings: Settings, order_id: str, offset: int = FAR_OFFSET) -> dict[str, Any]:
+def dead_letter_an_order(settings: Settings, order_id: str, offset: int = FAR_OFFSET,
+                         headers: Sequence[tuple[str, bytes]] = ()) -> dict[str, Any]:
     """A valid order the warehouse-loader once refused (``sink_rejected``), written to the dead-letters topic with
-    the headers a consumer writes; the order's envelope. A dead-letters consumer quarantines it."""
+    the record's own ``headers`` and those a consumer adds; the order's envelope. A dead-letters consumer quarantines
+    it."""
     prefix = settings.topic_prefix
     order = dict(make_envelope("order_placed", {
         "order_id": order_id, "customer_id": "C-1", "session_id": "S-1", "country": "DE", "currency": "EUR",
@@ -25,9 +28,9 @@ def dead_letter_an_order(settings: Settings, order_id: str, offset: int = FAR_OF
     producer = TopicProducer("test", settings)
     try:
         producer.send_raw(prefix + "dead-letters", json.dumps(order).encode(), order_id.encode(), build_headers(
-            [], reason="sink_rejected", error_class="SinkRejectedError", error_message="the warehouse said no",
-            traceback_text="", topic=prefix + "orders", partition=0, offset=offset, timestamp_ms=None,
-            consumer_group=prefix + "warehouse-loader"))
+            list(headers), reason="sink_rejected", error_class="SinkRejectedError",
+            error_message="the warehouse said no", traceback_text="", topic=prefix + "orders", partition=0,
+            offset=offset, timestamp_ms=None, consumer_group=prefix + "warehouse-loader"))
         producer.flush_or_raise()
     finally:
         producer.close()

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,14 +19,12 @@ from mbyn.consumers.dead_letters import DeadLetterSink
 from mbyn.consumers.runtime import run_consumer
 from mbyn.consumers.warehouse_loader import WarehouseLoader
 from mbyn.contracts.codec import decode_record
-from mbyn.contracts.dead_letters import build_headers
-from mbyn.contracts.envelope import make_envelope
 from mbyn.errors import ActionError
-from mbyn.kafka.producer import TopicProducer
 from mbyn.orchestration.actions import resend_quarantined, send_test_messages
 from mbyn.orchestration.message_templates import HEADER, SOURCE
 from mbyn.settings import Settings, get_settings
 from tests.e2e.test_report_replay_dags import return_value
+from tests.helpers.dead_letters import dead_letter_an_order
 from tests.helpers.kafka import read_all
 from tests.integration.test_reports import query
 from tests.plugins.airflow import failed_tasks
@@ -38,19 +35,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 def quarantine_an_order(settings: Settings) -> tuple[int, dict[str, Any]]:
     """A valid order the warehouse once refused, dead-lettered as a consumer does and quarantined by the real
     dead-letters sink; (its quarantine id, the order)."""
-    order = make_envelope("order_placed", {
-        "order_id": "O-RESEND-1", "customer_id": "C-1", "session_id": "S-1", "country": "DE", "currency": "EUR",
-        "amount": 20.0, "items": [{"sku": "SKU-1", "category": "books", "quantity": 2, "unit_price": 10.0}]}, "shop")
-    producer = TopicProducer("test", settings)
-    producer.send_raw(settings.topic_prefix + "dead-letters", json.dumps(order).encode(), b"O-RESEND-1", build_headers(
-        [("trace_id", b"t-resend")], reason="sink_rejected", error_class="SinkRejectedError",
-        error_message="the warehouse said no", traceback_text="", topic=settings.topic_prefix + "orders",
-        partition=0, offset=0, timestamp_ms=None, consumer_group=settings.topic_prefix + "warehouse-loader"))
-    producer.flush_or_raise()
-    producer.close()
+    order = dead_letter_an_order(settings, "O-RESEND-1", offset=0, headers=[("trace_id", b"t-resend")])
     run_consumer(DeadLetterSink(settings), settings, idle_exit=2)
     [(qid,)] = query(settings, "SELECT id FROM quarantine")
-    return int(qid), dict(order)
+    return int(qid), order
 
 
 def refused_at_trigger(dag: Any, conf: dict[str, Any], param: str) -> None:
