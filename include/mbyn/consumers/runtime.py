@@ -353,7 +353,7 @@ class ConsumerLoop:
             # ``_confirm_commits`` before a revoke and at the end of the run.
             self._unconfirmed.update(offsets)
             try:
-                self.kafka.commit(offsets=_partitions(offsets), asynchronous=True)
+                self.kafka.commit(offsets=_partitions(offsets, self._processed), asynchronous=True)
             except KafkaException as exc:
                 self.counters.commit_failures += 1
                 log.warning("%s: commit failed (%s); informational only", self.app.name, exc)
